@@ -439,8 +439,7 @@ def _options_before_the_command(parser: Parser, given: list[str], extra: list[st
                      f"`ffe {' '.join(moved)}`")
     name = _help_of(parsed) if parsed is not None else f"ffe {command}"
     refused = ", ".join(word for word in left if word.startswith("-"))
-    raise UsageError(f"unrecognized arguments: {' '.join(given[at:])}; `{name}` takes no {refused} (see `{name} "
-                     "--help`)")
+    raise UsageError(f"`{name}` takes no {refused} (options go after the command; see `{name} --help`)")
 
 
 def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) -> int:

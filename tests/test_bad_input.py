@@ -396,11 +396,11 @@ def test_a_typo_in_an_environment_variable_exits_2_naming_it(tmp_path):
     (("run", "--headles"), "unrecognized arguments: --headles"),
     (("--config", "config.toml", "config", "check"),
      "options go after the command: `ffe config check --config config.toml`"),
-    (("--live", "backup"), "unrecognized arguments: backup; `ffe backup` takes no --live (see `ffe backup --help`)"),
+    (("--live", "backup"), "`ffe backup` takes no --live (options go after the command; see `ffe backup --help`)"),
     (("--headless", "--max-bars", "3", "config", "check"),
-     "unrecognized arguments: config check; `ffe config check` takes no --headless, --max-bars (see `ffe config "
-     "check --help`)"),
-    (("--json", "doctor"), "unrecognized arguments: doctor; `ffe doctor` takes no --json (see `ffe doctor --help`)"),
+     "`ffe config check` takes no --headless, --max-bars (options go after the command; see `ffe config check "
+     "--help`)"),
+    (("--json", "doctor"), "`ffe doctor` takes no --json (options go after the command; see `ffe doctor --help`)"),
     (("--json", "--data-dir", "d", "report", "trades"),
      "options go after the command: `ffe report trades --json --data-dir d`"),
     (("ctl", "sold-by-hand", "BTC/USDT", "--quantity", "1", "--price", "1e307", "--yes"),
