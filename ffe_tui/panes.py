@@ -36,7 +36,7 @@ STATE_STYLE = {"RUNNING": "bold black on green", "PAUSED": "bold black on yellow
 STATE_STYLE_NO_COLOR = {"RUNNING": "bold", "PAUSED": "bold underline", "HALTED": "bold reverse"}
 
 # The forms of the state's reason on the status line, the fullest first: cut at so many characters.
-REASON_WIDTHS = (200, 80, 48, 22, 16, 10)
+REASON_WIDTHS = (200, 120, 100, 88, 80, 72, 64, 56, 48, 40, 32, 22, 16, 10)
 
 
 def waiting_approvals(snap: dict[str, Any]) -> int:

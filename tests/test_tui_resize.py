@@ -174,5 +174,19 @@ async def test_the_status_line_shows_the_whole_reason_where_it_has_room(tmp_path
                     "the whole reason at 80 columns")
 
 
+async def test_a_reason_too_long_for_the_line_takes_the_room_the_figures_gave_way_to(tmp_path):
+    """A reason that does not fit whole even without the figures is cut where the line ends, not at a step that
+    leaves room for the figures to come back beside it."""
+    reason = "drawdown alarm from ops; flatten by hand if needed, then re-arm: ffe ctl resume --yes"
+    app = console(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        await app.engine.pause(reason=reason, by="operator")
+        await until(pilot, lambda: "PAUSED" in status_line(app) and "…" in status_line(app), "the reason cut")
+        line = status_line(app)
+        shown = line[line.index("drawdown"):line.index("…")]
+        assert len(shown) + 1 >= 56 and "day" not in line and "eq " not in line, line  # the mark counts
+
+
 def status_line(app) -> str:
     return screen_text(app).split("\n")[0]
