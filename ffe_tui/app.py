@@ -709,7 +709,8 @@ class ConsoleApp(App[int]):
         where = f"attached pid {self.engine.identity.get('pid')}" if isinstance(self.engine, RemoteEngine) else ""
         self.panes["status"].show(shown, note=note, where=where)
         self.panes["positions"].show(snap["positions"])
-        self.panes["approvals"].show(snap["approvals"])
+        self.panes["approvals"].show(snap["approvals"],
+                                     stopped=self.feed_ended or self.engine_stopped or self.crash is not None)
         self.panes["breaker"].show(snap["breakers"])
         if self.current_view != "main":
             self._show_view_data(snap)

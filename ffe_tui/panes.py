@@ -479,13 +479,18 @@ class ApprovalsTable(KeyedTable):
 
     COLUMNS = APPROVAL_COLUMNS
 
-    def show(self, approvals: list[dict[str, Any]]) -> None:
+    def show(self, approvals: list[dict[str, Any]], stopped: bool = False) -> None:
+        """`stopped`: the engine has stopped: nothing counts down any more (the next start decides them)."""
         rows = {}
         for a in approvals:
             left = a.get("expires_in")
             # An approve under way (its order on the wire) no longer waits, and cannot expire: no countdown.
-            expires = (Text("approving", style="bold") if a.get("approving") else
-                       Text(fmt.duration(left), style="bold red" if left is not None and left < 10 else ""))
+            if a.get("approving"):
+                expires = Text("approving", style="bold")
+            elif stopped:
+                expires = Text("stopped")
+            else:
+                expires = Text(fmt.duration(left), style="bold red" if left is not None and left < 10 else "")
             rows[a["approval_id"]] = {
                 "id": a["approval_id"], "symbol": a["symbol"], "side": a["side"], "move": approval_move(a),
                 "last": fmt.price(a.get("last")), "expires": expires,

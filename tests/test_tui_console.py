@@ -626,6 +626,10 @@ async def test_an_engine_stopped_halted_by_its_records_is_a_crash_on_screen_and_
         await until(pilot, lambda: "ENGINE CRASHED" in screen_text(app), "the crash on screen", timeout=30)
         assert "the audit trail was removed" in banner_text(app), banner_text(app)
         assert app.engine.state.value == "HALTED"
+        # Nothing counts down on a stopped engine: the next start decides the approvals.
+        table = app.panes["approvals"]
+        await until(pilot, lambda: table.row_count == 1 and "stopped" in map(str, table.get_row_at(0)),
+                    "the approval's countdown ended")
         await pilot.press("q")
         await until(pilot, lambda: "Quit the console" in screen_text(app), "the quit confirmation")
         said = screen_text(app)
