@@ -180,12 +180,19 @@ class StatusLine(Static):
         no_color = self.app.no_color
         styles = STATE_STYLE_NO_COLOR if no_color else STATE_STYLE
         live = "bold underline" if no_color else "bold reverse"
+        figures = self._figures(snap, no_color)
+        if state != "RUNNING":
+            # Given way to the reason as one part, the drawdown first, then the day's P&L, then the equity: a figure
+            # is never shown while one ranked above it is left out (each part's steps are taken back as they fit).
+            eq, day, dd = figures["equity"], figures["day"][0], figures["dd"][0]
+            figures = {"figures": [Text.assemble(eq[0], day, dd), Text.assemble(eq[1], day, dd),
+                                   Text.assemble(eq[1], day), eq[1], Text()]}
         parts = {
             "state": [Text.assemble((f" {mode} ", live if mode == "LIVE" else "bold"), " ",
                                     (f" {state} ", styles.get(state, "bold reverse")))],
             # Whole where the line has room for it (what lifts a pause is often at its end), else shortened.
             "reason": [Text.assemble(" ", (fmt.short(reason, n), "italic")) for n in REASON_WIDTHS],
-            **self._figures(snap, no_color),
+            **figures,
             "where": [Text(f"  {where}"), Text(f"  {where.split(' ', 1)[-1]}"), Text()] if where else [Text()],
         }
         # Why the engine is not RUNNING outranks its figures (the Positions and Balances views have them) and, once
@@ -193,10 +200,10 @@ class StatusLine(Static):
         # often at the reason's end. Why it runs does not.
         to_22 = ["reason"] * REASON_WIDTHS.index(22)  # the steps down to the 22 characters the line began with
         if state == "RUNNING":
-            order = ["where", "equity", *to_22, "reason", "where"]
+            order = ["where", "equity", *to_22, "reason", "where", "reason", "reason", "dd"]
         else:
-            order = ["where", "equity", "dd", "day", "equity", *to_22, "reason", "where"]
-        return fit(parts, [*order, "reason", "reason", "dd"], width)
+            order = ["where", *["figures"] * 4, *to_22, "reason", "where", "reason", "reason"]
+        return fit(parts, order, width)
 
     @staticmethod
     def _figures(snap: dict[str, Any], no_color: bool) -> dict[str, list[Text]]:

@@ -137,3 +137,19 @@ async def test_an_attached_console_at_80_columns_names_its_engine_beside_a_long_
         await pilot.pause()
         one = screen_text(app).split("\n")[0]
         assert "pid 374" in one and state in one and "maint" in one, one
+
+
+@pytest.mark.parametrize("state", ["PAUSED", "HALTED"])
+async def test_the_figures_give_way_to_the_reason_in_their_rank_at_every_width(state):
+    """While the engine is not RUNNING its figures give way to the reason: the drawdown first, then the day's P&L,
+    then the equity. At no width and no length of the reason is a figure shown while one ranked above it is not."""
+    app = StatusOnly()
+    async with app.run_test(size=(120, 24)):
+        status = app.query_one(StatusLine)
+        snap = {**worst_case(1), "state": state}
+        for length in range(10, 130, 3):
+            snap["state_reason"] = ("why " * 40)[:length]
+            for width in range(80, 121):
+                line = status._first(snap, "", width).plain
+                shown = ["  eq" in line, " day " in line, " dd " in line]
+                assert shown == sorted(shown, reverse=True), (length, width, line)
