@@ -463,8 +463,7 @@ def backtest_runs(args: argparse.Namespace) -> int:
     older = past.parse_age(args.older_than) if args.older_than is not None else None
     chosen = past.to_clean(runs, keep=keep, older_than_s=older, now=datetime.now(timezone.utc))
     if not chosen:
-        _line(f"nothing to remove: {fmt.counted(len(runs), 'run')} in {where} (none chosen by the "
-               "options)")
+        _line(f"nothing to remove: {fmt.counted(len(runs), 'run')} in {where} (none chosen by the options)")
         return 0
     total = fmt.size(sum(r.size for r in chosen))
     _print(f"{'removing' if args.yes else 'would remove'} {len(chosen)} of {fmt.counted(len(runs), 'run')}, {total}:")
@@ -979,9 +978,9 @@ def backup(args: argparse.Namespace) -> int:
     _said_swept("backups", swept)
     seq = manifest["seq"]
     _line(f"{path}: {path.stat().st_size} bytes, records to seq {seq['last']} "
-           f"({manifest['rows'].get('orders', 0)} orders, {manifest['rows'].get('fills', 0)} fills), "
-           + (f"from the running engine (its writes waited {held:.1f} ms)" if held is not None
-              else "from the stopped data directory"))
+          f"({manifest['rows'].get('orders', 0)} orders, {manifest['rows'].get('fills', 0)} fills), "
+          + (f"from the running engine (its writes waited {held:.1f} ms)" if held is not None
+             else "from the stopped data directory"))
     for p in pruned:
         _line(f"pruned {p}")
     _said_trail_damaged(manifest)
@@ -1061,8 +1060,8 @@ def backup_verify(args: argparse.Namespace) -> int:
         raise Interrupted("backup verify interrupted: what it had unpacked removed") from None
     m = checked.manifest
     _line(f"ok: {args.file}: checksums, integrity, audit trail seq {m['seq']['first']}..{m['seq']['last']}, "
-           f"{checked.events} events, {checked.orders} orders and {checked.fills} fills agree "
-           f"(taken {m.get('created')} by ffe {m.get('ffe_version')}, schema {m.get('schema_version')})")
+          f"{checked.events} events, {checked.orders} orders and {checked.fills} fills agree "
+          f"(taken {m.get('created')} by ffe {m.get('ffe_version')}, schema {m.get('schema_version')})")
     _said_swept("verifies and restores", swept)
     return 0
 
@@ -1085,7 +1084,7 @@ def restore(args: argparse.Namespace) -> int:
     for moved in done["moved_aside"]:
         _line(f"moved aside {moved}")
     _line(f"restored {done['backup']} (taken {done['taken']}, records to seq {done['seq']['last']}): "
-           f"{done['database']}, {done['audit_trail']}; its configuration in {done['config']}")
+          f"{done['database']}, {done['audit_trail']}; its configuration in {done['config']}")
     if done["kept_halted"] and done["unreadable"]:
         _print("the records moved aside could not be read, so whether they were HALTED could not be told: the "
                "restored account is HALTED (re-arm it with `ffe ctl resume --yes` once you are satisfied)")
