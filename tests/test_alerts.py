@@ -1362,15 +1362,28 @@ async def test_starts_held_back_across_restarts_are_not_summed_up_when_their_win
     assert len(held) == 3 and all("kind=STARTED" in line for line in held), held
 
 
+async def started_in_a_process_of_its_own(db, cfg, n: int, start) -> None:
+    """`start` (a RunEvent) raised by the notifier of a process of its own, the `n`th of a crash loop (5 s apart):
+    only the database goes from one process to the next."""
+    from ffe_engine.alerts import Notifier
+    from ffe_engine.channels import channels_from
+    from ffe_engine.store import Store
+
+    store = await Store.open(db)
+    notifier = Notifier(cfg, store, channels_from(cfg), now=ManualTime(), wall=lambda: 1_700_000_000.0 + 5 * n)
+    await notifier.start()
+    notifier.sink(start, b"")
+    await store.flush()
+    await notifier.close()
+    await store.close()
+
+
 async def test_a_crash_loop_s_starts_that_differ_only_in_the_records_they_set_aside_are_told_once(tmp_path):
     """A disk that fills again at every restart: each start sets aside the records its killed run wrote just before
     it (another count, another file's seq, other times), the rest of its STARTED the same. Those figures are no news:
     the loop is told once per window, or each STARTED going out would send the full disk's page again after it."""
-    from ffe_engine.alerts import Notifier
-    from ffe_engine.channels import channels_from
     from ffe_engine.config import AlertSettings
     from ffe_engine.events import RunEvent
-    from ffe_engine.store import Store
 
     hook = await Receiver().start()
     cfg = AlertSettings(webhook_url=hook.url, window_s=60.0, **FAST)
@@ -1380,16 +1393,9 @@ async def test_a_crash_loop_s_starts_that_differ_only_in_the_records_they_set_as
             aside = {"records": 3 * n, "fills": 0, "orders": 0, "runs": 0, "boundary": False,
                      "first": f"2026-12-07T14:0{n}:00.000Z", "last": f"2026-12-07T14:0{n}:00.500Z",
                      "file": f"logs/audit.jsonl.uncommitted-after-{673 + 95 * n}"}
-            start = RunEvent(phase="start", mode="paper", detail={"state": "HALTED", "reason": "records cannot be "
-                                                                   "written", "set_aside": aside})
-            store = await Store.open(db)
-            notifier = Notifier(cfg, store, channels_from(cfg), now=ManualTime(),
-                                wall=lambda n=n: 1_700_000_000.0 + 5 * n)
-            await notifier.start()
-            notifier.sink(start, b"")
-            await store.flush()
-            await notifier.close()
-            await store.close()
+            await started_in_a_process_of_its_own(db, cfg, n, RunEvent(
+                phase="start", mode="paper", detail={"state": "HALTED", "reason": "records cannot be written",
+                                                     "set_aside": aside}))
     finally:
         await hook.stop()
     assert kinds(hook) == ["STARTED"], kinds(hook)
@@ -1399,27 +1405,17 @@ async def test_a_crash_loop_s_starts_that_differ_only_in_the_records_they_set_as
 async def test_a_crash_loop_s_start_that_recovered_other_orders_is_told(tmp_path):
     """Only the figures of the records set aside are no news: a start of the loop that found an order in flight
     where the last found none is told (the operator's last word must not be "0 order(s) in flight")."""
-    from ffe_engine.alerts import Notifier
-    from ffe_engine.channels import channels_from
     from ffe_engine.config import AlertSettings
     from ffe_engine.events import RunEvent
-    from ffe_engine.store import Store
 
     hook = await Receiver().start()
     cfg = AlertSettings(webhook_url=hook.url, window_s=60.0, **FAST)
     db = tmp_path / "ffe.db"
     try:
         for n in range(3):
-            start = RunEvent(phase="start", mode="live", detail={"state": "RUNNING", "recovered_orders": min(n, 1),
-                                                                 "last_run": "ended without its stop record"})
-            store = await Store.open(db)
-            notifier = Notifier(cfg, store, channels_from(cfg), now=ManualTime(),
-                                wall=lambda n=n: 1_700_000_000.0 + 5 * n)
-            await notifier.start()
-            notifier.sink(start, b"")
-            await store.flush()
-            await notifier.close()
-            await store.close()
+            await started_in_a_process_of_its_own(db, cfg, n, RunEvent(
+                phase="start", mode="live", detail={"state": "RUNNING", "recovered_orders": min(n, 1),
+                                                    "last_run": "ended without its stop record"}))
     finally:
         await hook.stop()
     said = [r.body["text"] for r in hook.delivered]
