@@ -94,7 +94,10 @@ class CircuitBreaker:
             if remaining > 0:
                 raise BreakerOpen(self.venue, remaining)
             self._set(HALF_OPEN)
-        if self.state == HALF_OPEN:
+        # Half open, this call is the probe, the only one through until it ends. A call under way since before the
+        # breaker opened is none: it neither ends the probe nor decides the breaker in its place.
+        probe = self.state == HALF_OPEN
+        if probe:
             if self._probing:
                 raise BreakerOpen(self.venue, 0.0)
             self._probing = True
@@ -104,7 +107,7 @@ class CircuitBreaker:
             result = await fn()
         except VenueUnavailable as exc:
             if exc.sent:
-                self.record_failure(str(exc), kind)
+                self.record_failure(str(exc), kind, probe=probe)
                 if observe is not None:
                     observe(time.perf_counter() - started, exc)
             raise
@@ -113,13 +116,15 @@ class CircuitBreaker:
                 observe(time.perf_counter() - started, exc)
             raise
         finally:
-            self._probing = False
+            if probe:
+                self._probing = False
         if observe is not None:
             observe(time.perf_counter() - started, None)
         self.record_success(kind)
         return result
 
-    def record_failure(self, error: str, kind: str = READ) -> None:
+    def record_failure(self, error: str, kind: str = READ, probe: bool = True) -> None:
+        """A call that reached the venue failed; `probe` False for one under way since before the breaker opened."""
         self.in_a_row += 1
         self.by_kind[kind] += 1
         self.last_error = fmt.ends(error, 200)  # what was asked first, the exchange's answer last
@@ -128,6 +133,12 @@ class CircuitBreaker:
             # waits a full timeout from this failure, and its new time is published.
             self.opened_at = self._now()
             self._publish(OPEN)
+        elif self.state == HALF_OPEN and not probe:
+            # No new opening either: the probe in flight decides; with none in flight, open again for a full
+            # timeout from this failure, as above.
+            if not self._probing:
+                self.opened_at = self._now()
+                self._set(OPEN)
         elif self.state == HALF_OPEN or self.failures >= self.failure_threshold:
             self.opened_at = self._now()
             self.openings += 1
