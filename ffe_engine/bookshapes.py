@@ -76,6 +76,7 @@ SHAPES: dict[str, Any] = {
     "flatten_under_way": Maybe(Each(INTEGER)),
     "flatten_owed": Maybe(Each(TEXT)),
     "exits_held": Maybe(Each((one_of("stop_loss", "take_profit"), NUMBER, INTEGER))),
+    "exits_owed": Maybe(Each((one_of("stop_loss", "take_profit"), NUMBER, INTEGER))),
     "audit_head": {"seq": INTEGER, "hash": TEXT},
     "events_whole_after": INTEGER,
     # Read by a start too: one of another type would stop it in a traceback, or be passed over as if not there (a

@@ -39,7 +39,7 @@ from .entrylog import EntryLog
 from .errors import ControlError, FfeError, StartError, StorageError, damaged_database
 from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEvent, OverrideEvent, PositionClosed,
                      PositionOpened, ReconcileEvent, RunEvent, WeightsChanged)
-from .execution import CancelReport, OrderPath, ended_unsold, side_to_close
+from .execution import CancelReport, OrderPath, below_minimum_at_stop, ended_unsold, side_to_close
 from .failed_cancels import FailedCancels
 from .flatten_entries import entry_end
 from .ids import IdSource
@@ -88,6 +88,9 @@ FLATTEN_OWED_KEY = "flatten_owed"  # kv: what its follow-up owes an answer to (s
 # kv: the stop-loss and take-profit exits the venue's Retry-After held back (symbol -> [reason, reference price, the
 # position's opening time]), or null: sent once it is over, by this run or the next.
 EXITS_HELD_KEY = "exits_held"
+# kv: the stop-loss and take-profit levels crossed whose positions are still held (the same shape), or null: their
+# exits sent again at each bar until one sells the position, by this run or the next (Engine._monitor).
+EXITS_OWED_KEY = "exits_owed"
 WARMUP_TURN = 500  # warm-up candles fed between two turns of the event loop
 
 
@@ -263,6 +266,9 @@ class Engine:
         # in one can never fill there, so none is kept in flight (cancelled) or sent (refused, saying this).
         self._no_candles: dict[str, str] = {}
         self.entry_votes: dict[str, dict[str, str]] = {}  # decision id -> {provider: action} for open trades
+        # decision id -> (P&L, entry cost) of the parts of its position sold so far: a trade closed in parts is
+        # scored as a whole once its last part is sold (_score).
+        self._parts_sold: dict[str, tuple[float, float]] = {}
         self.bars = 0
         self.bars_by_symbol: dict[str, int] = {s: 0 for s in self.symbols}
         self.idle_stretches = 0  # stretches of idle bars booked in one step (RunProfile.skip_idle), and their bars
@@ -328,6 +334,13 @@ class Engine:
         # Stop-loss and take-profit exits refused only because of the venue's Retry-After, unsent: symbol -> the
         # exit, sent once that time is over (see _exits_after_hold).
         self._exits_held: dict[str, OrderIntent] = {}
+        # Stop-loss and take-profit levels crossed: symbol -> the exit it called for and the opening time of the
+        # position it is owed to, until that position is sold. An exit the breaker or a gate refused, the exchange
+        # refused, or the exchange ended before it sold everything (expired) is sent again at the symbol's next bar,
+        # whether or not that bar crosses the level again: the price may be back by then, the crossing stands.
+        # Stored (kv exits_owed) as last stored in `_owed_stored`, by a run that resumes.
+        self._exits_owed: dict[str, tuple[OrderIntent, int]] = {}
+        self._owed_stored: dict[str, list[Any]] = {}
         # symbol -> when the venue placed the order that opened its position, on the venue's clock (Fill.venue_ts):
         # where the prices its stop-loss and take-profit watch begin (_range_since).
         self._priced_from: dict[str, int] = {}
@@ -486,11 +499,16 @@ class Engine:
         saved_books = await self.store.get_kv("portfolio")
         self.portfolio.load(saved_books or {}, positions, self.clock.now_ms())
         held = await self.store.get_kv(EXITS_HELD_KEY)
+        owed = await self.store.get_kv(EXITS_OWED_KEY)
         if self.state is EngineState.HALTED:  # HALTED leaves positions to the operator: a held exit is dropped
-            if held:
-                await self.store.put_kv(EXITS_HELD_KEY, None, self.clock.wall())
+            for key, stored in ((EXITS_HELD_KEY, held), (EXITS_OWED_KEY, owed)):
+                if stored:
+                    await self.store.put_kv(key, None, self.clock.wall())
         else:
             self._exits_held = self._held_exits_of(held)
+            pf = self.portfolio
+            self._exits_owed = {sym: (i, pf.positions[sym].opened_ts) for sym, i in self._held_exits_of(owed).items()}
+            self._owed_stored = self._owed_record()
         priced = await self.store.get_kv(PRICED_FROM_KEY)
         if isinstance(priced, dict):  # (a value of another shape is no time: those candles count whole)
             self._priced_from = {str(sym): ts for sym, ts in priced.items() if sym in self.portfolio.positions
@@ -528,6 +546,9 @@ class Engine:
         for p in positions:
             if p.entry_decision_id:
                 self.entry_votes[p.entry_decision_id] = await self.store.decision_votes(p.entry_decision_id)
+                sold = await self.store.parts_sold(p.entry_decision_id, p.opened_ts)
+                if sold is not None:
+                    self._parts_sold[p.entry_decision_id] = sold
         # A run that is not resumed takes its approval mode from its options only.
         found.append(await self.approvals.restore(mode=self.profile.resumable, traded=self.symbols))
         await self.venue.connect()
@@ -1498,24 +1519,40 @@ class Engine:
             return
         if c.symbol in self._exits_held:
             return  # an exit already waits for the venue's Retry-After to end
-        low, high = self._range_since(c, self._priced_from.get(c.symbol))
-        if low is None or high is None:
-            return
-        reason = None
-        if pos.stop_loss is not None and low <= pos.stop_loss:
-            reason, ref = OrderReason.STOP_LOSS, pos.stop_loss
-        elif pos.take_profit is not None and high >= pos.take_profit:
-            reason, ref = OrderReason.TAKE_PROFIT, pos.take_profit
-        if reason is None:
-            return
-        intent = OrderIntent(symbol=c.symbol, side=side_to_close(pos.side), quantity=pos.quantity, reason=reason,
-                             ref_price=ref, reduce_only=True, decision_id=pos.entry_decision_id)
+        owed = self._exits_owed.get(c.symbol)
+        if owed is not None and owed[1] == pos.opened_ts:
+            intent = dataclasses.replace(owed[0], quantity=pos.quantity)
+        else:
+            low, high = self._range_since(c, self._priced_from.get(c.symbol))
+            if low is None or high is None:
+                return
+            if pos.stop_loss is not None and low <= pos.stop_loss:
+                reason, ref = OrderReason.STOP_LOSS, pos.stop_loss
+            elif pos.take_profit is not None and high >= pos.take_profit:
+                reason, ref = OrderReason.TAKE_PROFIT, pos.take_profit
+            else:
+                return
+            intent = OrderIntent(symbol=c.symbol, side=side_to_close(pos.side), quantity=pos.quantity, reason=reason,
+                                 ref_price=ref, reduce_only=True, decision_id=pos.entry_decision_id)
+            self._exits_owed[c.symbol] = (intent, pos.opened_ts)
         sub = await self.orders.submit(intent)
         if sub.held_until is not None:
             self._exits_held[c.symbol] = intent
             await self._store_exits_held()
-            log.warning("exit waits for the exchange's Retry-After", symbol=c.symbol, reason=reason.value,
+            log.warning("exit waits for the exchange's Retry-After", symbol=c.symbol, reason=intent.reason.value,
                         until=fmt.iso(sub.held_until))
+        elif not sub.accepted and owed is None:
+            log.warning("exit not placed: sent again at the next bar", symbol=c.symbol, reason=intent.reason.value,
+                        error=sub.reason)
+        if self.profile.resumable and self._owed_record() != self._owed_stored:
+            self._owed_stored = self._owed_record()
+            await self.store.put_kv(EXITS_OWED_KEY, self._owed_stored or None, self.clock.wall())
+
+    def _owed_record(self) -> dict[str, list[Any]]:
+        """The exits owed as stored: of the positions still held as they were when their level was crossed."""
+        pf = self.portfolio
+        return {sym: [i.reason.value, i.ref_price, opened] for sym, (i, opened) in self._exits_owed.items()
+                if sym in pf.positions and pf.positions[sym].opened_ts == opened}
 
     async def _store_exits_held(self) -> None:
         """The held exits as they stand, stored: a restart sends them once the hold is over, as this run would."""
@@ -1658,6 +1695,10 @@ class Engine:
             d.outcome = "below_minimum"
             d.reason = f"size {qty:.8g} below venue minimum (min notional {market.min_notional})"
             return d.outcome, d.reason
+        if (intent.stop_loss or 0.0) > 0.0 and market.below_minimum(qty, intent.stop_loss):
+            d.outcome = "below_minimum"
+            d.reason = below_minimum_at_stop(qty, intent.stop_loss, market.min_notional)
+            return d.outcome, d.reason
         if self.approvals.mode == "manual":
             await self.approvals.propose(d, intent, lambda: self._record_decision(d))
             return d.outcome, d.reason or ""
@@ -1729,6 +1770,9 @@ class Engine:
         if res.position is None and fill.symbol not in pf.positions:
             record.closed_symbol = fill.symbol
             self._priced_from.pop(fill.symbol, None)
+            if self._exits_owed.pop(fill.symbol, None) is not None and fill.symbol in self._owed_stored:
+                self._owed_stored = self._owed_record()  # sold: owed no more, with the fill that sold it
+                record.kv[EXITS_OWED_KEY] = self._owed_stored or None
         if self._cash_from_venue:
             self._cash_charged = True
         if self.profile.resumable:  # otherwise the books are stored at each flush
@@ -1783,14 +1827,18 @@ class Engine:
         must not leave a trade the feedback loop never learns from). The new weights, if they changed."""
         if self.learner is None or not t.entry_decision_id:
             return None
-        if self.portfolio.holding(t.symbol) is not None:  # partly closed: score the trade when it is fully closed
+        pnl, cost = self._parts_sold.pop(t.entry_decision_id, (0.0, 0.0))
+        pnl, cost = pnl + t.pnl, cost + t.entry_price * t.quantity
+        if self.portfolio.holding(t.symbol) is not None:  # partly closed: the trade is scored whole once closed
+            self._parts_sold[t.entry_decision_id] = (pnl, cost)
             return None
         votes = self.entry_votes.pop(t.entry_decision_id, None)
         if not votes:
             return None
+        return_pct = 100.0 * pnl / cost if cost else 0.0
         actions = {p: Action(a) for p, a in votes.items()}
-        new = self.learner.record(actions, t.pnl, t.return_pct)
-        record.scores = [(p, a.value, (a is Action.BUY) == (t.pnl > 0), t.return_pct)
+        new = self.learner.record(actions, pnl, return_pct)
+        record.scores = [(p, a.value, (a is Action.BUY) == (pnl > 0), return_pct)
                          for p, a in actions.items() if a is not Action.HOLD]
         if self.profile.resumable:
             record.kv["weights"] = _learner_record(self.learner)
@@ -2206,6 +2254,11 @@ class Engine:
         if self._exits_held:  # HALTED leaves positions to the operator: the exits a Retry-After held are dropped
             self._exits_held = {}
             kv = {**(kv or {}), EXITS_HELD_KEY: None}
+        if self._exits_owed:  # and those owed: a start or a re-arm watches the levels again from the next bar
+            self._exits_owed = {}
+            if self._owed_stored:
+                self._owed_stored = {}
+                kv = {**(kv or {}), EXITS_OWED_KEY: None}
         if self.orders.live:  # kept with HALTED: a stop or a kill before their answers leaves them to send
             kv = {**(kv or {}), **self.orders.cancels_kept(self.clock.wall() + self.orders.cancel_timeout_s)}
         storing = asyncio.ensure_future(self.trading.set(EngineState.HALTED, reason, by, kv=kv, follow_up=follow_up))

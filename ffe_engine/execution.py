@@ -389,6 +389,11 @@ class OrderPath:
         if market.below_minimum(qty, price):
             return self._refused(intent, gates, f"below venue minimum (qty {qty:.8g}, min notional "
                                                 f"{market.min_notional})", code="BELOW_MINIMUM")
+        if not intent.reduce_only and (intent.stop_loss or 0.0) > 0.0 and market.below_minimum(qty, intent.stop_loss):
+            # Sold at its stop-loss the position would be less than the venue takes: dust there, which no exit sells.
+            # (A stop-loss at or below zero is never crossed.)
+            return self._refused(intent, gates, below_minimum_at_stop(qty, intent.stop_loss, market.min_notional),
+                                 code="BELOW_MINIMUM")
 
         now = self.now_ms()
         o = Order(client_order_id=self.ids.client_order_id(), symbol=intent.symbol, side=intent.side, quantity=qty,
@@ -1527,6 +1532,12 @@ def _end_of(o: Order) -> tuple[bool, str]:
 def _intent_of(o: Order) -> OrderIntent:
     return OrderIntent(symbol=o.symbol, side=o.side, quantity=o.quantity, reason=o.reason,
                        decision_id=o.decision_id, type=o.type, price=o.price, reduce_only=o.reduce_only)
+
+
+def below_minimum_at_stop(qty: float, stop_loss: float, min_notional: float) -> str:
+    """Why an entry is not sent whose stop-loss exit would be below the venue's minimum order."""
+    return (f"below venue minimum at its stop-loss (qty {qty:.8g} at {stop_loss:.8g}, min notional {min_notional}): "
+            "its exit there could not be sold")
 
 
 def side_to_close(side: Side) -> Side:

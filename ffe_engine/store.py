@@ -2080,6 +2080,14 @@ class Store:
                 await c.execute(_SQL_KV, (key, _dumps(value), record.wall))
 
     # ---------------------------------------------------------------- positions and trades
+    async def parts_sold(self, decision_id: str, opened_ts: int) -> tuple[float, float] | None:
+        """The P&L and entry cost of the parts of a position (its entry's decision, its opening time) closed so far;
+        None when none was."""
+        rows = await self.query("SELECT COUNT(*), SUM(pnl), SUM(entry_price * quantity) FROM trades "
+                                "WHERE entry_decision_id = ? AND opened_ts = ?", (decision_id, opened_ts))
+        count, pnl, cost = rows[0]
+        return (float(pnl), float(cost)) if count else None
+
     async def positions(self) -> list[Position]:
         cur = await self.conn.execute("SELECT symbol, side, quantity, entry_price, opened_ts, stop_loss, take_profit, "
                                       "entry_decision_id, fees FROM positions ORDER BY symbol")

@@ -1,0 +1,58 @@
+"""An entry whose stop-loss exit would be below the venue's minimum order is not sent: at its stop the position
+would be dust, which no stop-loss sells (it would fall on unwatched). Refused for the strategy (`below_minimum`) and
+on the order path for every other caller (an approval's order: `BELOW_MINIMUM`)."""
+
+from __future__ import annotations
+
+from ffe_engine.clock import SimClock
+from ffe_engine.model import OrderReason, Side
+from ffe_engine.risk import OrderIntent
+from pipeline_helpers import BUY, make_settings, pipelines, replay_feed, wave
+
+_ = pipelines  # a fixture
+
+BTC = "BTC/USDT"
+ALL_IN = {"max_position_pct": 100, "risk_per_trade_pct": 100}
+
+
+async def strategy_entry(tmp_path, pipelines, min_notional: float):
+    s = make_settings(tmp_path, symbols=(BTC,), risk=ALL_IN, venue={"starting_cash": 1000.0,
+                                                                     "min_notional": min_notional})
+    clock, script = SimClock(), {}
+    path = wave(61, base=100.0, amp=0.03, period=7)
+    p = await pipelines(s, script=script, feed=replay_feed(tmp_path, {BTC: path + [path[-1]] * 3}, clock),
+                        clock=clock)
+    await p.bars(60)
+    script[BTC] = (BUY, 0.9)
+    await p.bars(1)
+    del script[BTC]
+    (d,) = [d for d in await p.decisions() if d["action"] == "BUY"]
+    return p, d
+
+
+async def test_an_entry_worth_less_than_the_minimum_at_its_stop_loss_is_not_sent(tmp_path, pipelines):
+    p, d = await strategy_entry(tmp_path, pipelines, min_notional=970.0)
+    sizing = d["event"]["sizing"]
+    qty, stop = d["event"]["quantity"], sizing["stop_loss"]
+    assert qty * d["price"] >= 970.0 > qty * stop, (qty, d["price"], stop)  # enough at the price, not at the stop
+    assert d["outcome"] == "below_minimum"
+    assert "at its stop-loss" in d["event"]["reason"] and "970" in d["event"]["reason"], d["event"]["reason"]
+    assert await p.rows("SELECT * FROM orders") == []
+
+
+async def test_an_entry_above_the_minimum_at_its_stop_loss_is_sent(tmp_path, pipelines):
+    p, d = await strategy_entry(tmp_path, pipelines, min_notional=500.0)
+    assert d["outcome"] == "submitted"
+    await p.bars(1)
+    assert BTC in p.engine.portfolio.positions
+
+
+async def test_the_order_path_refuses_such_an_entry_for_any_caller(tmp_path, pipelines):
+    p, _ = await strategy_entry(tmp_path, pipelines, min_notional=970.0)
+    price = p.engine.portfolio.last_price[BTC]
+    intent = OrderIntent(symbol=BTC, side=Side.BUY, quantity=9.9, reason=OrderReason.OPERATOR, ref_price=price,
+                         stop_loss=price * 0.9, take_profit=price * 1.2, by="ctl")
+    sub = await p.engine.orders.submit(intent)
+    assert not sub.accepted and sub.order is None
+    assert sub.reason.startswith("below venue minimum at its stop-loss"), sub.reason
+    assert await p.rows("SELECT * FROM orders") == []

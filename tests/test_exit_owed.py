@@ -1,0 +1,146 @@
+"""A stop-loss crossed stays crossed until the position is sold: an exit refused (by the breaker, by the exchange)
+is sent again at the symbol's next bar even though that bar, the price back above the level, crosses nothing. The
+exit owed is stored: a restart sends it; a halt drops it (HALTED leaves positions to the operator).
+"""
+
+from __future__ import annotations
+
+import json
+
+from ffe_engine.breaker import SEND
+from ffe_engine.clock import ManualClock
+from ffe_engine.market.csvdata import load_csv
+from ffe_engine.market.replay import ReplayFeed
+from ffe_engine.model import EngineState, Side
+from ffe_engine.venues.base import VenueError
+from ffe_engine.venues.paper import PaperVenue
+from pipeline_helpers import BUY, bars_from_closes, make_settings, paper_venue, pipelines, wave, write_csv
+
+_ = pipelines  # a fixture
+
+BTC = "BTC/USDT"
+DIP = 63  # the bar whose low goes through the stop-loss; it opens and closes near 100, as do the bars after it
+
+
+def dip_feed(tmp_path, clock):
+    path = wave(61, base=100.0, amp=0.02)
+    path += [path[-1]] * 2 + [99.9] + [100.0] * 10
+    rows = bars_from_closes(path)
+    ts, o, h, _, c, v = rows[DIP]
+    rows[DIP] = (ts, o, h, 96.0, c, v)
+    f = write_csv(tmp_path / "csv" / "BTC-USDT.csv", rows)
+    return ReplayFeed({BTC: load_csv(f, symbol=BTC)}, clock, speed=0.0)
+
+
+async def entered(p, script) -> None:
+    """A position opened by the strategy, its stop-loss below the dip's low and above the bars' lows after it."""
+    await p.bars(60)
+    script[BTC] = (BUY, 0.9)
+    await p.bars(1)
+    del script[BTC]
+    await p.bars(2)
+    pos = p.engine.portfolio.positions[BTC]
+    assert 96.0 < pos.stop_loss < 99.5, pos
+
+
+async def stop_exits(p) -> list[tuple[str, str]]:
+    return await p.rows("SELECT status, COALESCE(error, '') FROM orders WHERE reason = 'stop_loss' ORDER BY rowid")
+
+
+async def owed_stored(p):
+    (value,) = (await p.rows("SELECT value FROM kv WHERE key = 'exits_owed'")) or [(None,)]
+    return json.loads(value[0]) if value and value[0] else None
+
+
+class RefusesSells(PaperVenue):
+    """The exchange refuses the first `refusals` sells (a trading halt on the market)."""
+
+    refusals = 1
+
+    async def create_order(self, req):
+        if req.side is Side.SELL and self.refusals:
+            self.refusals -= 1
+            raise VenueError('binance {"code":-2010,"msg":"Market is closed."}')
+        return await super().create_order(req)
+
+
+async def test_a_stop_loss_refused_while_the_breaker_is_open_goes_out_once_it_lets_calls_through(tmp_path, pipelines):
+    s = make_settings(tmp_path, symbols=(BTC,), breaker={"failure_threshold": 3, "recovery_timeout_s": 60.0})
+    clock, script = ManualClock(), {}
+    p = await pipelines(s, script=script, feed=dip_feed(tmp_path, clock), clock=clock)
+    e = p.engine
+    await entered(p, script)
+    for _ in range(3):
+        e.breaker.record_failure("503 Service Unavailable", SEND)
+    assert e.breaker.state == "open"
+    await p.bars(1)  # the dip: its stop-loss refused, nothing sent
+    assert BTC in e.portfolio.positions
+    refused = [d for d in await p.events("order") if d.get("reason") == "stop_loss"]
+    assert await stop_exits(p) == [] and len(refused) == 1 and "BREAKER_OPEN" in refused[0]["error"], refused
+    clock.forward(61.0)
+    assert e.breaker.allows()
+    await p.bars(2)  # no bar crosses the level now: the exit owed goes out at the first, and fills at the next open
+    assert [status for status, _ in await stop_exits(p)] == ["filled"]
+    assert BTC not in e.portfolio.positions
+    assert await owed_stored(p) is None
+
+
+async def test_a_stop_loss_the_exchange_refuses_is_sent_again_at_the_next_bar(tmp_path, pipelines):
+    s = make_settings(tmp_path, symbols=(BTC,))
+    clock, script = ManualClock(), {}
+    venue = paper_venue(s, RefusesSells)
+    p = await pipelines(s, script=script, feed=dip_feed(tmp_path, clock), clock=clock, venue=venue)
+    e = p.engine
+    await entered(p, script)
+    await p.bars(1)  # the dip: the exit refused by the exchange
+    (first,) = await stop_exits(p)
+    assert first[0] == "rejected" and "Market is closed" in first[1]
+    stored = await owed_stored(p)
+    assert stored == {BTC: ["stop_loss", e.portfolio.positions[BTC].stop_loss, e.portfolio.positions[BTC].opened_ts]}
+    await p.bars(2)
+    assert [status for status, _ in await stop_exits(p)] == ["rejected", "filled"]
+    assert BTC not in e.portfolio.positions
+    assert await owed_stored(p) is None
+
+
+async def test_an_exit_owed_is_sent_by_the_next_start_and_dropped_by_a_halt(tmp_path, pipelines):
+    s = make_settings(tmp_path, symbols=(BTC,))
+    clock, script = ManualClock(), {}
+    venue = paper_venue(s, RefusesSells)
+    venue.refusals = 10
+    p = await pipelines(s, script=script, feed=dip_feed(tmp_path, clock), clock=clock, venue=venue)
+    await entered(p, script)
+    await p.bars(1)
+    assert [status for status, _ in await stop_exits(p)] == ["rejected"]
+    assert await owed_stored(p) is not None
+    await p.close()
+
+    # started again (the exchange takes orders again): the exit owed goes at the next bar, whose range crosses nothing
+    clock2 = ManualClock()
+    q = await pipelines(s, script=script, feed=dip_feed(tmp_path, clock2), clock=clock2)
+    assert BTC in q.engine.portfolio.positions
+    await q.until(lambda: BTC not in q.engine.portfolio.positions, max_bars=5, what="the exit owed filled")
+    assert [status for status, _ in await stop_exits(q)] == ["rejected", "filled"]
+    assert await owed_stored(q) is None
+    await q.close()
+
+
+async def test_a_halt_drops_the_exit_owed(tmp_path, pipelines):
+    s = make_settings(tmp_path, symbols=(BTC,))
+    clock, script = ManualClock(), {}
+    venue = paper_venue(s, RefusesSells)
+    venue.refusals = 10
+    p = await pipelines(s, script=script, feed=dip_feed(tmp_path, clock), clock=clock, venue=venue)
+    e = p.engine
+    await entered(p, script)
+    await p.bars(1)
+    assert await owed_stored(p) is not None
+    await e.halt(reason="test", by="test")
+    assert e.state is EngineState.HALTED
+    assert await owed_stored(p) is None
+    await e.resume(confirm=True)
+    assert e.state is EngineState.RUNNING
+    venue.refusals = 0
+    await p.bars(3)  # the bars after the dip cross nothing: nothing is sold
+    assert [status for status, _ in await stop_exits(p)] == ["rejected"]
+    assert BTC in e.portfolio.positions
