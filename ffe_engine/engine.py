@@ -546,9 +546,9 @@ class Engine:
         for p in positions:
             if p.entry_decision_id:
                 self.entry_votes[p.entry_decision_id] = await self.store.decision_votes(p.entry_decision_id)
-                sold = await self.store.parts_sold(p.entry_decision_id, p.opened_ts)
-                if sold is not None:
-                    self._parts_sold[p.entry_decision_id] = sold
+                parts = await self.store.parts_sold(p.entry_decision_id, p.opened_ts)
+                if parts is not None:
+                    self._parts_sold[p.entry_decision_id] = parts
         # A run that is not resumed takes its approval mode from its options only.
         found.append(await self.approvals.restore(mode=self.profile.resumable, traded=self.symbols))
         await self.venue.connect()
@@ -1695,9 +1695,10 @@ class Engine:
             d.outcome = "below_minimum"
             d.reason = f"size {qty:.8g} below venue minimum (min notional {market.min_notional})"
             return d.outcome, d.reason
-        if (intent.stop_loss or 0.0) > 0.0 and market.below_minimum(qty, intent.stop_loss):
+        stop = intent.stop_loss or 0.0  # one at or below zero is never crossed
+        if stop > 0.0 and market.below_minimum(qty, stop):
             d.outcome = "below_minimum"
-            d.reason = below_minimum_at_stop(qty, intent.stop_loss, market.min_notional)
+            d.reason = below_minimum_at_stop(qty, stop, market.min_notional)
             return d.outcome, d.reason
         if self.approvals.mode == "manual":
             await self.approvals.propose(d, intent, lambda: self._record_decision(d))

@@ -389,10 +389,10 @@ class OrderPath:
         if market.below_minimum(qty, price):
             return self._refused(intent, gates, f"below venue minimum (qty {qty:.8g}, min notional "
                                                 f"{market.min_notional})", code="BELOW_MINIMUM")
-        if not intent.reduce_only and (intent.stop_loss or 0.0) > 0.0 and market.below_minimum(qty, intent.stop_loss):
+        stop = 0.0 if intent.reduce_only else intent.stop_loss or 0.0  # one at or below zero is never crossed
+        if stop > 0.0 and market.below_minimum(qty, stop):
             # Sold at its stop-loss the position would be less than the venue takes: dust there, which no exit sells.
-            # (A stop-loss at or below zero is never crossed.)
-            return self._refused(intent, gates, below_minimum_at_stop(qty, intent.stop_loss, market.min_notional),
+            return self._refused(intent, gates, below_minimum_at_stop(qty, stop, market.min_notional),
                                  code="BELOW_MINIMUM")
 
         now = self.now_ms()
