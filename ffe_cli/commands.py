@@ -223,12 +223,11 @@ def doctor(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- backtest
 def backtest(args: argparse.Namespace) -> int:
-    import asyncio
-
     from ffe_engine import backtest as bt
     from ffe_engine.backtest_report import format_summary
     from ffe_engine.backtest_runs import refuse_run_folder
     from ffe_engine.audit import setup_logging
+    from ffe_engine.interrupts import run_cancelled_once
 
     if args.list or args.clean:
         return backtest_runs(args)
@@ -253,7 +252,8 @@ def backtest(args: argparse.Namespace) -> int:
                                     f"{'; '.join(ser.skip_reasons)}\n"))
     run_id = bt.new_run_id()
     try:
-        report = asyncio.run(bt.run_backtest(settings, series, run_id=run_id, records=args.records, cache=cache))
+        report = run_cancelled_once(bt.run_backtest(settings, series, run_id=run_id, records=args.records,
+                                                    cache=cache))
     except KeyboardInterrupt:
         data_dir, log_dir = bt.run_dirs(settings, run_id)
         level = args.records or settings.backtest.records

@@ -4,14 +4,21 @@ Python, SIGTERM (what `kill` and systemd send) would end the process on the spot
 
 A step that must not stop half way (a restore putting its files in place: moments) runs in `held()`: a signal
 meanwhile interrupts nothing, and the command ends as it would have, right after.
+
+A backtest runs in `run_cancelled_once`: its first ^C cancels the run, which closes its records in order; the
+presses after it (a terminal sends ^C in bursts) are ignored, where asyncio.run would raise KeyboardInterrupt
+wherever the close had got to (a frame half sent to the record writer, which then waits for the rest for ever).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 from types import FrameType
-from typing import Iterator
+from typing import Any, Coroutine, Iterator, TypeVar
+
+T = TypeVar("T")
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -48,3 +55,38 @@ def held() -> Iterator[None]:
         yield
     finally:
         _State.holding -= 1
+
+
+def run_cancelled_once(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run(main), SIGINT cancelling it once: it ends in order, then KeyboardInterrupt is raised. SIGINT is
+    ignored from the first on, for the rest of the process (which is ending)."""
+    task: asyncio.Task[Any] | None = None
+    interrupted = False
+
+    async def tracked() -> T:
+        nonlocal task
+        task = asyncio.current_task()
+        if interrupted:
+            raise KeyboardInterrupt
+        return await main
+
+    with asyncio.Runner() as runner:
+        loop = runner.get_loop()
+
+        def on_sigint(signum: int, frame: FrameType | None) -> None:
+            nonlocal interrupted
+            interrupted = True
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            if task is not None:
+                loop.call_soon_threadsafe(task.cancel)
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            return runner.run(tracked())
+        except asyncio.CancelledError:
+            if interrupted:
+                raise KeyboardInterrupt from None
+            raise
+        finally:
+            if not interrupted:
+                signal.signal(signal.SIGINT, previous)

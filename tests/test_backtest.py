@@ -10,6 +10,7 @@ import math
 import os
 import re
 import signal
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -268,6 +269,25 @@ def test_ctrl_c_stops_a_backtest_within_a_flush_and_keeps_consistent_records(tmp
     # The writer process is gone with the run.
     assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline_has(pid, str(db.name))
                 and _cmdline_has(pid, run_id)]
+
+
+def test_more_ctrl_c_while_a_backtest_closes_its_records_cut_nothing_short(tmp_path, spawn_ffe):
+    """A terminal sends ^C in bursts, and an operator presses it again while the run closes its records: the presses
+    after the first change nothing (none interrupts the close half way: a writer waiting for the rest of a frame
+    would wait for ever); the run ends as after one, exit 130, its records whole."""
+    p = spawn_ffe(tmp_path, "backtest", "--records", "full", BTC_CSV, ETH_CSV)
+    wait_until(lambda: "engine started" in p.stderr, what="the backtest to start")
+    time.sleep(0.3)
+    p.send(signal.SIGINT)
+    deadline = time.monotonic() + 2.0
+    while p.alive() and time.monotonic() < deadline:
+        p.send(signal.SIGINT)
+        time.sleep(0.002)
+    assert p.wait(timeout=60) == 130, p.stderr
+    lines = [x for x in p.stderr.splitlines() if "[info" not in x and x.strip()]
+    assert len(lines) == 1 and "interrupted; its records so far are in" in lines[0], p.stderr
+    db = tmp_path / re.search(r"are in (\S+) and", lines[0]).group(1)
+    assert db_value(db, "PRAGMA integrity_check") == "ok"
 
 
 def _cmdline_has(pid: str, text: str) -> bool:
