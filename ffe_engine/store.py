@@ -1026,7 +1026,19 @@ def check_files(path: Path | str, new_ok: bool, *, whole_wal: bool = False) -> b
     size = path.stat().st_size if path.exists() else None
     if not size and not new_ok:
         raise lost_database(path, "is missing" if size is None else "holds no records")
+    if size and not _sqlite_header(path) and hot_journal(path) is None:
+        # SQLite reads a file shorter than its header as an empty database, which a start would make a new account
+        # in, writing over what is there. (Beside a hot journal, a first transaction killed half way: rolled back.)
+        raise damaged_database(path, "is no SQLite database: it does not begin with SQLite's header")
     return bool(size)
+
+
+def _sqlite_header(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return True  # what cannot be read is said by the open that follows
 
 
 def check_for_start(path: Path, new_ok: bool, timeout: float, own_market: bool = False) -> None:

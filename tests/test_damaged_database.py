@@ -162,6 +162,24 @@ def test_the_commands_that_only_read_leave_a_damaged_database_as_it_is(good_dir,
     assert beside_database(db) == beside, f"{command} created files beside the damaged database"
 
 
+@pytest.mark.parametrize("content", [b"x", b"not a database, just some text\n", b"SQLite format"],
+                         ids=["one byte", "text", "part of a header"])
+def test_a_file_shorter_than_a_database_is_no_first_start(tmp_path, content):
+    """SQLite reads a file shorter than its header as an empty database: a start on one with no audit trail beside it
+    would take it for a first start's and make a new account over it. It is refused as damage, left as it is, and
+    doctor says the same."""
+    db = tmp_path / "data" / "ffe.db"
+    db.parent.mkdir()
+    db.write_bytes(content)
+    proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5", timeout=30)
+    assert_refused(proc, db, content)
+    assert proc.returncode == 1 and "is no SQLite database" in proc.stderr, proc.stderr
+    assert beside_database(db) == ["ffe.db"]
+    proc = run_ffe(tmp_path, "doctor", timeout=30)
+    assert proc.returncode == 1 and "is no SQLite database" in proc.stderr, (proc.returncode, proc.stderr)
+    assert db.read_bytes() == content
+
+
 def test_a_first_start_still_creates_the_database(tmp_path):
     proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5", timeout=60)
     assert proc.returncode == 0, proc.stderr
