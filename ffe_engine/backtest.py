@@ -100,7 +100,7 @@ def _check_symbol(symbol: str, path: object) -> None:
 def data_cache(settings: Settings) -> DataCache | None:
     """Where backtests keep the candles they read and the indicators and votes computed from them between runs
     (datacache.py); None when `backtest.cache_mb` is 0."""
-    return cache_for(settings.data_dir, settings.backtest.cache_mb)
+    return cache_for(settings.data_dir, settings.backtest.cache_mb, settings.monitor.disk_free_min_mb)
 
 
 def new_run_id() -> str:

@@ -13,8 +13,10 @@ An entry is its arrays' bytes behind a header that names the key and a CRC-32 of
 those bytes: an entry that is damaged (its header too), cut short, made by another machine's byte order or for
 another key is not used (computed afresh and written again). Entries are written whole to a temporary name and
 renamed; the least recently used are removed once the cache holds more than its limit, as a run starts and after
-each write (a limit lowered holds from the next run; 0 empties it). The cache is only ever a
-shortcut: a run that cannot read or write it computes what it needs, and its results are the same bit for bit
+each write (a limit lowered holds from the next run; 0 empties it). Nor does it take the room its file system has
+left below `monitor.disk_free_min_mb` (where DISK_LOW begins): an entry that would is not written, and the least
+recently used are removed while there is less free, so that the runs' own records find the room. The cache is only
+ever a shortcut: a run that cannot read or write it computes what it needs, and its results are the same bit for bit
 either way (tests/test_datacache.py).
 """
 
@@ -24,6 +26,7 @@ import functools
 import hashlib
 import json
 import os
+import shutil
 import stat
 import sys
 import threading
@@ -89,11 +92,13 @@ def _parameters(provider: Any) -> list[Any]:
 
 
 class DataCache:
-    """The entries under `root`, at most `limit_bytes` of them (least recently used removed first)."""
+    """The entries under `root`, at most `limit_bytes` of them (least recently used removed first), leaving at least
+    `keep_free` bytes free on their file system."""
 
-    def __init__(self, root: Path, limit_bytes: int, clock: Clock | None = None) -> None:
+    def __init__(self, root: Path, limit_bytes: int, clock: Clock | None = None, keep_free: int = 0) -> None:
         self.root = root
         self.limit_bytes = limit_bytes
+        self.keep_free = keep_free
         self.clock = clock or WallClock()
         self.hits = 0
         self.misses = 0
@@ -197,6 +202,10 @@ class DataCache:
             crc = zlib.crc32(memoryview(a), crc)  # the arrays' own memory: no copy of them is made to write them
         header = json.dumps({"key": key, "byteorder": sys.byteorder, "meta": meta, "arrays": layout,
                              "crc32": crc}).encode()
+        size = len(MAGIC) + 4 + len(header) + sum(a.itemsize * len(a) for a in arrays.values())
+        free = self._free()
+        if free is not None and free - size < self.keep_free:
+            return  # the room left is the records': the run goes on without keeping it
         path = self._file(key)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
@@ -229,6 +238,14 @@ class DataCache:
         except OSError:
             pass
 
+    def _free(self) -> int | None:
+        """The bytes free on the cache's file system (of the nearest directory there is); None when not known."""
+        where = next((d for d in (self.root, *self.root.parents) if d.exists()), self.root)
+        try:
+            return shutil.disk_usage(where).free
+        except OSError:
+            return None
+
     def prune(self) -> None:
         """The least recently used entries out, down to the limit; and what a writer killed while writing left (a
         temporary file an hour old: a live one is written in seconds). After each write, and as a run starts
@@ -250,14 +267,16 @@ class DataCache:
         except OSError:
             return
         total = sum(st.st_size for st, _ in entries)
+        short = max(0, self.keep_free - (self._free() or self.keep_free)) if self.keep_free else 0
         for st, p in sorted(entries, key=lambda e: e[0].st_mtime_ns):
-            if total <= self.limit_bytes:
+            if total <= self.limit_bytes and short <= 0:
                 break
             try:
                 p.unlink()
             except OSError:
                 continue
             total -= st.st_size
+            short -= st.st_size
 
 
 def _said(key: str, byteorder: str, meta: Any, layout: Any) -> bytes:
@@ -319,10 +338,10 @@ def _signals_from(s: CandleSeries, meta: dict[str, Any], arrays: dict[str, array
 
 
 
-def cache_for(data_dir: Path, limit_mb: float) -> DataCache | None:
-    """The cache of a data directory, pruned to `backtest.cache_mb`; None when that is 0, what entries there were
-    removed (0 keeps none, so none is left to fill the disk)."""
-    cache = DataCache(data_dir / "cache", int(limit_mb * 1024 * 1024))
+def cache_for(data_dir: Path, limit_mb: float, keep_free_mb: float = 0.0) -> DataCache | None:
+    """The cache of a data directory, pruned to `backtest.cache_mb` and to `keep_free_mb` free on its file system;
+    None when the limit is 0, what entries there were removed (0 keeps none, so none is left to fill the disk)."""
+    cache = DataCache(data_dir / "cache", int(limit_mb * 1024 * 1024), keep_free=int(keep_free_mb * 1e6))
     if cache.root.is_dir():
         cache.prune()
     if limit_mb > 0:

@@ -503,6 +503,27 @@ def test_a_run_holds_the_cache_to_its_limit_from_its_start_and_a_limit_of_zero_e
     assert entries(root) == []
 
 
+def test_the_cache_leaves_the_room_below_disk_free_min_mb_to_the_runs_records(tmp_path: Path) -> None:
+    """Less free on the file system than `monitor.disk_free_min_mb` (where DISK_LOW begins): the entries there are
+    removed as a run starts and none is written, so that the runs' own records find the room (a cache that filled
+    a small disk made every later run fail for a full disk). The runs' results are the same."""
+    for src, name in ((BTC_CSV, "BTC-USD_1h.csv"), (ETH_CSV, "ETH-USD_1h.csv")):
+        (tmp_path / name).write_text("".join(sample_head(src, 3000)))
+    args = ("backtest", "BTC-USD_1h.csv", "ETH-USD_1h.csv", "--records", "trades")
+    root = tmp_path / "data" / "cache"
+    proc = run_ffe(tmp_path, *args, "--report", "r0.json")
+    assert proc.returncode == 0, proc.stderr
+    assert len(entries(root)) == 4
+    more_than_free = shutil.disk_usage(tmp_path).free / 1e6 * 10
+    low = ffe_env(FFE_MONITOR__DISK_FREE_MIN_MB=f"{more_than_free:.0f}")
+    for n in (1, 2):  # the entries removed; then, from an empty cache, none written
+        proc = run_ffe(tmp_path, *args, "--report", f"r{n}.json", env=low)
+        assert proc.returncode == 0, proc.stderr
+        assert entries(root) == []
+        assert json.loads((tmp_path / f"r{n}.json").read_text())["results_sha256"] == \
+            json.loads((tmp_path / "r0.json").read_text())["results_sha256"]
+
+
 def test_an_entry_that_is_no_file_is_not_waited_on(tmp_path: Path) -> None:
     """A FIFO where an entry was (the cache is only a shortcut): the run computes afresh instead of waiting on it
     for ever, and writes the entry back as a file."""
