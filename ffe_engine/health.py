@@ -37,9 +37,10 @@ def data_stale_after(cfg: MonitorSettings, timeframe_ms: int) -> float:
 def assess(*, state: str, stopped: bool, liveness: Liveness, symbols: list[str], breakers: list[dict[str, Any]],
            reconcile_blocked: int, pending_approvals: int, reconcile_text: str = "", audit: AuditLag | None,
            cfg: MonitorSettings, timeframe_ms: int, started: bool = True,
-           disk_low: list[str] | None = None) -> dict[str, Any]:
+           disk_low: list[str] | None = None, reconcile_outage: str = "") -> dict[str, Any]:
     """The verdict. `started`: whether the engine's start is done; `disk_low`: what the monitor says of the disks
-    running low (Monitor._disk_alerts)."""
+    running low (Monitor._disk_alerts). `reconcile_blocked`: the differences holding the engine; `reconcile_outage`:
+    what kept the last reconciliation from comparing anything ("unreachable", "clock"), no difference to accept."""
     down: list[str] = []
     degraded: list[str] = []
     loop_age = liveness.loop_age()
@@ -60,7 +61,7 @@ def assess(*, state: str, stopped: bool, liveness: Liveness, symbols: list[str],
     for b in breakers:
         if b.get("state") != "closed":
             degraded.append(f"breaker {b.get('state')} on {b.get('venue')}: {b.get('last_error') or 'failures'}")
-    if reconcile_blocked:
+    if reconcile_blocked or reconcile_outage:
         degraded.append(f"reconciliation: {reconcile_text or f'{reconcile_blocked} unexplained difference(s)'}")
     degraded += disk_low or []
     status = DOWN if down else DEGRADED if degraded else HEALTHY
@@ -75,7 +76,7 @@ def assess(*, state: str, stopped: bool, liveness: Liveness, symbols: list[str],
         "data_stale_s": stale_after,
         "breakers": [{"venue": b.get("venue"), "state": b.get("state"), "failures": b.get("failures")}
                      for b in breakers],
-        "reconcile": "differences" if reconcile_blocked else "ok",
+        "reconcile": "differences" if reconcile_blocked else reconcile_outage or "ok",
         "reconcile_differences": reconcile_blocked,
         "pending_approvals": pending_approvals,
         "audit_lag_s": round(audit_lag, 3),

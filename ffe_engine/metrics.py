@@ -22,6 +22,7 @@ from bisect import bisect_left
 
 from . import __version__
 from .events import BreakerChanged, Event, OrderEvent, ReconcileEvent
+from .outage import differences
 from .risk import GATE_ORDER
 
 if TYPE_CHECKING:
@@ -246,8 +247,9 @@ class _Snapshot:
                                 value=float(sum(1 for o in e.orders.live.values() if o.status.value == "in_doubt")))
         yield GaugeMetricFamily("ffe_approvals_pending", "Trades waiting for the operator's approval.",
                                 value=float(len(e.pending)))
-        yield GaugeMetricFamily("ffe_reconcile_differences", "Unexplained differences holding the engine.",
-                                value=float(len(e.reconcile_blocked)))
+        yield GaugeMetricFamily("ffe_reconcile_differences", "Unexplained differences holding the engine (an exchange "
+                                "that could not be reached, or refused the clock, is none).",
+                                value=float(len(differences(e.reconcile_blocked))))
         audit = m.audit
         yield GaugeMetricFamily("ffe_audit_last_write_timestamp_seconds",
                                 "When the audit file was last appended to (seconds since the epoch; 0 = not yet).",

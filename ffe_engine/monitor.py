@@ -28,6 +28,7 @@ from .errors import DamagedRecords, PortInUse, StartError, StorageError
 from .health import HEALTHY, assess, data_stale_after
 from .httpd import HttpServer, Response
 from .metrics import COUNTED, EngineMetrics
+from .outage import differences, outage, outage_only
 from .reconcile import blocked_text
 from .redact import Redactor
 from .sentalerts import sent_path
@@ -128,9 +129,11 @@ class Monitor:
     # ------------------------------------------------------------------ the verdict
     def health(self) -> dict[str, Any]:
         e = self.engine
+        blocked = e.reconcile_blocked
+        nothing_compared = outage(blocked).badge.lower() if outage_only(blocked) else ""
         verdict = assess(state=e.state.value, stopped=e.stopped, started=e.started, liveness=e.liveness,
-                         symbols=e.symbols, breakers=[e.breaker.summary()], reconcile_blocked=len(e.reconcile_blocked),
-                         reconcile_text=blocked_text(e.reconcile_blocked),
+                         symbols=e.symbols, breakers=[e.breaker.summary()], reconcile_blocked=len(differences(blocked)),
+                         reconcile_text=blocked_text(blocked), reconcile_outage=nothing_compared,
                          pending_approvals=len(e.pending), audit=self.audit, cfg=self.cfg,
                          timeframe_ms=e.timeframe_ms, disk_low=list(self._low_said.values()))
         # The secrets out of its string values, never out of its JSON: a secret's text may be a piece of it.

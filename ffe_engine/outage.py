@@ -70,6 +70,11 @@ def outage_only(differences: list[dict[str, Any]]) -> bool:
     return bool(differences) and all(d.get("kind") in KINDS for d in differences)
 
 
+def differences(blocked: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What reconciliation holds the engine for, its outage left out: the differences found by comparing."""
+    return [d for d in blocked if d.get("kind") not in KINDS]
+
+
 def outage(differences: list[dict[str, Any]]) -> Outage:
     """How an outage among `differences` is said: the clock's words when the exchange refused this machine's clock."""
     return CLOCK if any(d.get("kind") == CLOCK_KIND for d in differences) else UNREACHABLE

@@ -281,6 +281,32 @@ async def test_exchange_unreachable_at_a_reconciliation_pauses_and_clears_once_i
         assert [r["status"] for r in stored_events(db, "reconcile")] == ["ok", "failed", "ok"]
 
 
+async def test_an_unreachable_exchange_is_no_difference_in_the_health_verdict_nor_the_metrics(tmp_path, fx):
+    """/health and /metrics say the reconciliation compared nothing (the exchange could not be reached), not that it
+    found a difference: the shipped alert rule on ffe_reconcile_differences pages "then ffe ctl accept", which an
+    outage refuses."""
+    import aiohttp
+    from prometheus_client.parser import text_string_to_metric_families
+
+    settings = live_settings(tmp_path, fx, monitor={"port": 0})
+    async with engine_session(settings, live=True) as running:
+        e, monitor = running.engine, running.monitor
+        fx.down = True
+        (difference,) = await e.reconcile()
+        assert difference["kind"] == "venue_unreachable"
+        verdict = monitor.health()
+        assert verdict["reconcile"] == "unreachable" and verdict["reconcile_differences"] == 0, verdict
+        assert verdict["status"] == "degraded" and any("could not be reached" in p for p in verdict["problems"])
+        async with aiohttp.ClientSession() as s:
+            async with s.get(monitor.url + "/metrics") as r:
+                scraped = {smp.name: smp.value for fam in text_string_to_metric_families(await r.text())
+                           for smp in fam.samples}
+        assert scraped["ffe_reconcile_differences"] == 0
+        fx.down = False
+        assert await e.reconcile() == []
+        assert monitor.health()["reconcile"] == "ok"
+
+
 async def an_order_in_doubt(e, fx, side: Side, quantity: float) -> str:
     """An operator's order that the exchange places and fills while its answer is lost: in doubt. Its client id."""
     fx.fault(POST_ORDER, "drop_after")
