@@ -25,6 +25,7 @@ class Response:
     status: int
     body: bytes
     content_type: str = "text/plain; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()  # more header lines, (name, value)
 
 
 Handler = Callable[[dict[str, str]], Awaitable[Response]]  # the request's headers (names in lower case)
@@ -58,7 +59,8 @@ class HttpServer:
             response, head_only = await self._answer(reader)
             if response is not None:
                 reason = HTTPStatus(response.status).phrase
-                head = (f"HTTP/1.1 {response.status} {reason}\r\nContent-Type: {response.content_type}\r\n"
+                more = "".join(f"{name}: {value}\r\n" for name, value in response.headers)
+                head = (f"HTTP/1.1 {response.status} {reason}\r\nContent-Type: {response.content_type}\r\n{more}"
                         f"Content-Length: {len(response.body)}\r\nConnection: close\r\n\r\n")
                 writer.write(head.encode("latin-1") + (b"" if head_only else response.body))
                 await asyncio.wait_for(writer.drain(), self.read_timeout_s)

@@ -89,6 +89,10 @@ async def start_refused(settings: Settings, clock: Any, failure: Exception,
 UNWRITABLE_AFTER_S = 2.0  # how long a RECORDS_UNWRITABLE page waits for the outbox's alerts to leave before it
 
 
+# A request without the token, or with another: the scheme it needs said, as RFC 7235 asks of a 401.
+UNAUTHORISED = Response(401, b"bearer token required\n", headers=(("WWW-Authenticate", 'Bearer realm="ffe"'),))
+
+
 class Monitor:
     def __init__(self, settings: Settings, engine: Any, *, audit: Any, store: Any,
                  redactor: Redactor | None = None) -> None:
@@ -338,19 +342,21 @@ class Monitor:
         token = self.cfg.token
         if token is None:
             return True
-        given = headers.get("authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {token.get_secret_value()}".encode())
+        scheme, _, given = headers.get("authorization", "").strip().partition(" ")
+        # The scheme's name in any case (RFC 7235), the token as it is.
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
+                                                                   token.get_secret_value().encode())
 
     async def _health_handler(self, headers: dict[str, str]) -> Response:
         if not self._authorised(headers):
-            return Response(401, b"bearer token required\n")
+            return UNAUTHORISED
         verdict = self.health()
         body = orjson.dumps(verdict)
         return Response(200 if verdict["status"] == HEALTHY else 503, body, "application/json")
 
     async def _metrics_handler(self, headers: dict[str, str]) -> Response:
         if not self._authorised(headers):
-            return Response(401, b"bearer token required\n")
+            return UNAUTHORISED
         return Response(200, self.metrics.text(), self.metrics.content_type())
 
     async def _heartbeat(self) -> None:

@@ -301,6 +301,12 @@ async def test_with_a_token_every_request_needs_it_and_the_token_is_never_logged
         assert (await get(base + "/metrics", {"Authorization": "Bearer wrong"}))[0] == 401
         status, text = await get(base + "/metrics", {"Authorization": f"Bearer {token}"})
         assert status == 200 and "ffe_engine_state" in text
+        # The scheme's name in any case (RFC 7235); a 401 says which scheme it needs.
+        assert (await get(base + "/health", {"Authorization": f"bearer {token}"}))[0] == 200
+        assert (await get(base + "/health", {"Authorization": f"Basic {token}"}))[0] == 401
+        async with aiohttp.ClientSession() as s:
+            async with s.get(base + "/metrics") as r:
+                assert r.status == 401 and r.headers["WWW-Authenticate"] == 'Bearer realm="ffe"'
         logged = host.log.getvalue()
     assert token not in logged
     assert token not in (tmp_path / "logs" / "audit.jsonl").read_text()
