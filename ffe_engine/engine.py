@@ -29,7 +29,9 @@ from . import fmt, logs, present, tables
 from . import __version__
 from . import ahead, failed_cancels, flatten_owed, halt_asked
 from .approvals import ApprovalDesk, moved_past
-from .breaker import CircuitBreaker
+from .breaker import CLOSED as BREAKER_CLOSED
+from .breaker import SEND as BREAKER_SEND
+from .breaker import BreakerOpen, CircuitBreaker
 from .breaker_pause import BreakerPause
 from .clock import DAY_MS, Clock, SteadyClock, WallClock
 from .config import Settings
@@ -1442,7 +1444,22 @@ class Engine:
     async def _breaker_pause(self) -> None:
         """An opening of the breaker pauses a RUNNING engine once; the pause's reason follows the breaker while it
         is the breaker's own (breaker_pause.py)."""
+        await self._probe_breaker()
         await self.breaker_pause.keep_in_step(self.reconcile_blocked)
+
+    async def _probe_breaker(self) -> None:
+        """An exchange's breaker open past its recovery time is probed with a balance read, when a read's success can
+        close it (its order sends are not what opened it: only a send that works closes it then): an idle engine,
+        nothing in flight and nobody asking, would otherwise wait for the next order to hear that the exchange
+        answers again, its pause saying the breaker is open all the while. A probe that fails opens it again for
+        another recovery time: at most one read per `breaker.recovery_timeout_s`."""
+        b = self.breaker
+        if self.sim_venue is not None or b.state == BREAKER_CLOSED or not b.allows():
+            return
+        if b.by_kind[BREAKER_SEND] >= b.failure_threshold:
+            return
+        with contextlib.suppress(VenueError, VenueUnavailable, BreakerOpen):
+            await b.call(self.venue.fetch_balance)
 
     def _marked_at(self, now_ms: int) -> int:
         """The time the books' marks are at, for a new day begun by the clock: the clock's once every symbol's

@@ -140,3 +140,28 @@ async def test_a_call_under_way_when_the_breaker_opened_that_fails_after_it_is_n
         assert records[-1]["retry_at"] > first["retry_at"], records
         shown = [present.line("breaker", r) for r in records]  # as `ffe audit tail` and the console's log say them
         assert not [t for t in shown if "half_open" in t], shown
+
+
+async def test_a_breaker_opened_by_reads_is_probed_by_the_engine_and_closes_once_the_exchange_answers(tmp_path, fx):
+    """Nothing in flight, nobody asking: the engine itself probes an open breaker once its recovery time is over (a
+    balance read), so that it closes (BREAKER_CLOSED) once the exchange answers again, not at the next order."""
+    clock = SteppedClock()
+    async with running_live(tmp_path, fx, clock=clock, breaker=BREAKER, engine=QUIET) as running:
+        e, db = running.engine, running.store.path
+        async with engine_loop(e):
+            fx.down = True
+            for _ in range(3):
+                with pytest.raises(ControlError):
+                    await e.balances()
+            assert e.breaker.state == "open"
+            asked = len(fx.requests_to(ACCOUNT))
+            await asyncio.sleep(1.0)  # turns of the loop before the recovery time: no probe
+            assert len(fx.requests_to(ACCOUNT)) == asked and e.breaker.state == "open"
+            fx.down = False
+            clock.forward(61.0)
+            await wait_for(lambda: e.breaker.state == "closed", timeout=15, what="the breaker closed by a probe")
+            await asyncio.sleep(1.0)  # closed: no more probes
+            assert len(fx.requests_to(ACCOUNT)) == asked + 1
+            await asyncio.sleep(0.5)  # the records written
+        said = [(previous, state) for previous, state, _ in transitions(db)]
+        assert said == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")], said
