@@ -93,6 +93,10 @@ EXITS_HELD_KEY = "exits_held"
 # kv: the stop-loss and take-profit levels crossed whose positions are still held (the same shape), or null: their
 # exits sent again at each bar until one sells the position, by this run or the next (Engine._monitor).
 EXITS_OWED_KEY = "exits_owed"
+# A loop that has not turned for WOKEN_AFTER_S (seconds) was frozen or held: the next bar waits WAKE_S first, for the
+# controls asked meanwhile (_run_paced).
+WOKEN_AFTER_S = 3 * TURN_S
+WAKE_S = 0.5
 WARMUP_TURN = 500  # warm-up candles fed between two turns of the event loop
 
 
@@ -876,6 +880,13 @@ class Engine:
                 except StopAsyncIteration:
                     self._stopped_why = "the market feed ended"
                     break
+                if self.liveness.loop_age() > WOKEN_AFTER_S:
+                    # No turn for longer than a turn waits: the process was frozen (SIGSTOP, a paused VM) or held.
+                    # What the operator asked meanwhile (a halt waiting in the control socket, SIGUSR1) goes before
+                    # the bar is traded.
+                    await self.clock.sleep(WAKE_S)
+                    if self._stop.is_set():
+                        break
                 await self.on_candle(c)
                 stamp()
         finally:

@@ -10,13 +10,15 @@ import os
 import signal
 import socket
 import stat
+import subprocess
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
 import pytest
 
-from conftest import db_value, ffe_env, ffe_in_process, run_ffe, wait_until
+from conftest import db_rows, db_value, ffe_cmd, ffe_env, ffe_in_process, run_ffe, wait_until
 
 from ffe_engine.control import request
 
@@ -232,6 +234,36 @@ def test_ctl_halt_gives_up_on_a_stopped_engine_in_one_line_and_the_halt_applies_
                                           f"1s (stopped or busy?); {wake}"]
     # It does: the request waited in the socket and the engine carries it out once it runs again.
     wait_until(lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", timeout=60, what="HALTED")
+    engine.send(signal.SIGTERM)
+    assert engine.wait(timeout=30) == 0, engine.stderr
+
+
+@pytest.mark.parametrize("how", ["SIGUSR1", "ffe ctl halt"])
+def test_a_halt_asked_of_a_frozen_engine_comes_before_anything_it_does_on_waking(tmp_path, spawn_ffe, how):
+    """Frozen (SIGSTOP) past its next bar, a halt asked meanwhile waits in the socket or as a signal: on waking the
+    engine halts before anything else, not after one more bar's decisions (which could send an entry)."""
+    engine = _start(spawn_ffe, tmp_path, "data")
+    db = tmp_path / "data" / "ffe.db"
+    wait_until(lambda: db_value(db, "SELECT COUNT(*) FROM events WHERE event = 'decision'"), timeout=60,
+               what="a decision")
+    engine.send(signal.SIGSTOP)
+    asked = None
+    try:
+        frozen_at = db_value(db, "SELECT MAX(seq) FROM events")
+        time.sleep(4.0)  # past the next bar (one every 3 s at speed 20)
+        if how == "SIGUSR1":
+            engine.send(signal.SIGUSR1)
+        else:
+            asked = subprocess.Popen(ffe_cmd("ctl", "halt", "--data-dir", "data", "--timeout", "30"), cwd=tmp_path,
+                                     env=ffe_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)  # its request in the socket
+    finally:
+        engine.send(signal.SIGCONT)
+    wait_until(lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", timeout=60, what="HALTED")
+    if asked is not None:
+        assert asked.wait(timeout=30) == 0
+    after = [r[0] for r in db_rows(db, "SELECT event FROM events WHERE seq > ? ORDER BY seq", (frozen_at,))]
+    assert after and after[0] == "engine_state", after[:5]
     engine.send(signal.SIGTERM)
     assert engine.wait(timeout=30) == 0, engine.stderr
 
