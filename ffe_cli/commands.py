@@ -849,8 +849,8 @@ def audit_show(args: argparse.Namespace) -> int:
     with audittool.reading(settings.db_path) as conn:
         story = audittool.decision_story(conn, args.decision_id)
         order = audittool.order_story(conn, args.decision_id) if story is None else None
-    if story is None and order is None:
-        raise UsageError(f"no decision or order {args.decision_id!r} in {settings.db_path}")
+        if story is None and order is None:
+            raise UsageError(audittool.unknown_id(conn, args.decision_id, settings.db_path))
     if args.json:
         _print(json.dumps(story or order, indent=1, default=str))
     else:

@@ -900,6 +900,16 @@ def _backtest_records(conn: sqlite3.Connection) -> str | None:
     return level if isinstance(level, str) else None
 
 
+def unknown_id(conn: sqlite3.Connection, ident: str, db_path: Path) -> str:
+    """What `ffe audit show` says of an id no record names: a backtest run that keeps no decision records keeps
+    nothing of a decision that placed no order, so there the id may well be one of its decisions."""
+    level = _backtest_records(conn)
+    if level in ("trades", "summary"):
+        return (f"no order or trade of {ident!r} in {db_path}: a backtest run of {level} records keeps no record of "
+                "a decision that placed no order (a HOLD, an entry refused): only full records do")
+    return f"no decision or order {ident!r} in {db_path}"
+
+
 def _kept_story(conn: sqlite3.Connection, did: str, level: str) -> dict[str, Any]:
     """A decision of a backtest run that keeps no decision records: what the run kept of it, its orders (with their
     fills) and the trades it opened, with the orders that closed them."""

@@ -147,6 +147,27 @@ def test_audit_show_of_a_trades_run_tells_a_decision_s_orders_fills_and_trade_by
         assert [t["id"] for t in story["trades"]] == [trade_id]
 
 
+def test_audit_show_of_a_trades_run_says_it_keeps_no_record_of_a_decision_that_placed_no_order(runs):
+    """A trades run numbers its decisions as a full run does but keeps none that placed no order (a HOLD, an entry
+    refused): asked about one, `ffe audit show` says the run keeps no record of such decisions (exit 2), not that
+    there is no such decision, which a full run of the same data shows."""
+    full, run = runs["full"], runs["trades"]
+    full_db = full["cwd"] / full["report"]["database"]
+    db = run["cwd"] / run["report"]["database"]
+    [(first_full,)] = db_rows(full_db, "SELECT decision_id FROM decisions ORDER BY rowid LIMIT 1")
+    assert not db_rows(full_db, "SELECT 1 FROM orders WHERE decision_id = ?", (first_full,))
+    [(placed,)] = db_rows(db, "SELECT decision_id FROM orders WHERE decision_id IS NOT NULL LIMIT 1")
+    first = placed[:-6] + first_full[-6:]
+    assert first != placed and not db_rows(db, "SELECT 1 FROM orders WHERE decision_id = ?", (first,))
+    shown = run_ffe(full["cwd"], "audit", "show", first_full, "--data-dir", str(full_db.parent))
+    assert shown.returncode == 0 and "votes" in shown.stdout, shown.stdout + shown.stderr
+    proc = run_ffe(run["cwd"], "audit", "show", first, "--data-dir", str(db.parent))
+    assert proc.returncode == 2 and not proc.stdout, proc.stdout + proc.stderr
+    assert first in proc.stderr and "trades records keeps no record of a decision that placed no order" in \
+        proc.stderr, proc.stderr
+    assert "no decision or order" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
 def test_audit_tail_of_a_trades_run_says_such_runs_keep_no_audit_trail(runs):
     """Asked for a trades run's audit trail, `ffe audit tail` says the run's record level keeps none (where its
     orders, fills and trades are), not "is --log-dir right?", which sends the user looking for a file that never
