@@ -151,6 +151,8 @@ def check(settings: Settings) -> Findings:
             raise Violation(f"{settings.db_path}: {damage}")
         found.checks.append("records")
         order_events: OrderEvents = {}
+        if level == "full" and not trail_files(settings.audit_path):
+            raise UsageError(_run_trail_elsewhere(settings))
         if level != "trades":
             order_events = _check_audit(records, settings.audit_path, found, compact_rows=level == "full")
             found.checks.append("audit trail")
@@ -235,6 +237,15 @@ def run_level(settings: Settings, records: Records) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------------ the audit trail
+def _run_trail_elsewhere(settings: Settings) -> str:
+    """A full backtest run read with a log directory that holds no trail: its own log folder was not given (an
+    account's trail gone is damage; a run's is only elsewhere, where it ran)."""
+    run = settings.data_dir.name if RUN_ID.fullmatch(settings.data_dir.name) else "RUN"
+    return (f"{settings.data_dir}: a backtest run's records (full), and no audit trail at {settings.audit_path}: a "
+            f"run's audit file is in its own log folder, logs/backtests/{run}/audit.jsonl.zst: give that folder as "
+            "--log-dir (`ffe backtest --list` names a run's folders)")
+
+
 def _open_trail_file(p: Path) -> IO[bytes]:
     """A file of the trail to read line by line: a backtest run's compressed one decompressed as it is read."""
     try:

@@ -305,6 +305,25 @@ def test_doctor_knows_a_run_moved_out_of_its_folder_by_its_records_not_its_folde
     assert f"a backtest run, records {level}" in proc.stdout, proc.stdout
 
 
+@pytest.mark.parametrize("logs", [None, "empty"])
+def test_doctor_of_a_full_run_without_its_own_log_folder_names_that_folder_rather_than_damage(runs_dir, tmp_path, logs):
+    """A full run's audit file is in its own log folder: read with a log directory that holds no trail (none given
+    where ./logs is not, or an empty one), the doctor says where the run's file is, exit 2, as `ffe audit verify`
+    refuses it; not that the run's records are damaged."""
+    data, _ = run_of(runs_dir, "full")
+    run_id = Path(data).name
+    args = ["doctor", "--data-dir", str(runs_dir / data)]
+    if logs is not None:
+        (tmp_path / logs).mkdir()
+        args += ["--log-dir", logs]
+    proc = run_ffe(tmp_path, *args)
+    line = one_error_line(proc)
+    assert proc.stdout == "" and "--log-dir" in line and f"logs/backtests/{run_id}/audit.jsonl.zst" in line, line
+    assert "not in the audit trail" not in line, line
+    verify = run_ffe(tmp_path, *(["audit", "verify"] + args[1:]))
+    assert verify.returncode == 2, verify.stdout + verify.stderr
+
+
 def test_doctor_still_finds_a_run_s_damage(runs_dir, tmp_path):
     cwd = copy(runs_dir, tmp_path / "runs")
     data, logs = run_of(cwd, "full")

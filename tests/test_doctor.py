@@ -73,6 +73,12 @@ def drop_a_middle_line(cwd):
     return f"seq {gone} is in the database but not in the audit trail"
 
 
+def lose_the_trail(cwd):
+    """An account's trail gone (a live data directory's, unlike a backtest run's read without its log folder)."""
+    audit(cwd).unlink()
+    return "seq 1 is in the database but not in the audit trail (the file ends before it)"
+
+
 def cut_the_last_line(cwd):
     """The line before the last cut, the last gone: more than a power loss's tear of the database's last record
     (which the next start repairs, and doctor says so)."""
@@ -303,7 +309,7 @@ DAMAGES = [drop_a_middle_line, cut_the_last_line, swap_two_lines, repeat_a_line,
            change_a_closed_trade_s_pnl,
            lose_a_closed_trade, triple_an_order_s_quantity, flip_an_order_s_side, move_an_order_to_another_symbol,
            double_an_order_s_average, multiply_an_order_s_fee, change_the_cash,
-           an_order_the_journal_never_had, an_open_order_the_venue_forgot, damage_a_page]
+           an_order_the_journal_never_had, an_open_order_the_venue_forgot, damage_a_page, lose_the_trail]
 
 
 @pytest.mark.parametrize("damage", DAMAGES, ids=lambda f: f.__name__)
