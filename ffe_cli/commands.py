@@ -872,7 +872,8 @@ def _report(args: argparse.Namespace, which: str) -> int:
     settings = settings_from(args)
     with audittool.reading(settings.db_path) as conn:
         if which == "providers":
-            r = audittool.provider_report(conn, list(settings.ensemble.providers), args.last)
+            r = audittool.provider_report(conn, list(settings.ensemble.providers), args.last,
+                                          settings.ensemble.adaptive)
             text = audittool.render_provider_report(r)
         else:
             r = audittool.trades_report(conn, args.last)

@@ -38,8 +38,9 @@ from .chain import (ChainHead, VerifyResult, cut_record, last_line, packed, rota
 from .control import starting_engine
 from .errors import ArgumentError, DamagedDatabase, StorageError, UsageError, damaged_database, unreadable_database
 from .events import EVENT_TYPES
-from .store import (BACKTEST_RECORDS_KEY, EventHead, Records, check_files, events_end, open_read_only, peek_foreign,
-                    refuse_damaged_wal, refuse_foreign, refuse_newer_schema, refuse_not_a_file)
+from .store import (BACKTEST_ADAPTIVE_KEY, BACKTEST_RECORDS_KEY, EventHead, Records, check_files, events_end,
+                    open_read_only, peek_foreign, refuse_damaged_wal, refuse_foreign, refuse_newer_schema,
+                    refuse_not_a_file)
 
 BLOCK = 64 * 1024  # bytes read at a time when walking the audit file backwards
 POLL_S = 0.2  # how often `audit tail -f` looks at the file
@@ -1120,7 +1121,20 @@ def _scores(conn: sqlite3.Connection, where: str, params: tuple[Any, ...]) -> di
     return out
 
 
-def provider_report(conn: sqlite3.Connection, configured: list[str], last: int) -> dict[str, Any]:
+def _run_adaptive(conn: sqlite3.Connection) -> bool | None:
+    """Whether a backtest run applied the weights it learned, as it stored it; None for an account's records (and
+    a run of an ffe that did not store it)."""
+    row = conn.execute("SELECT value FROM kv WHERE key = ?", (BACKTEST_ADAPTIVE_KEY,)).fetchone()
+    try:
+        value = json.loads(row[0]) if row is not None else None
+    except (TypeError, ValueError):
+        return None
+    return value if isinstance(value, bool) else None
+
+
+def provider_report(conn: sqlite3.Connection, configured: list[str], last: int, adaptive: bool) -> dict[str, Any]:
+    """`adaptive`: ensemble.adaptive as configured, which an account's start applies the learned weights by; a
+    backtest run says its own."""
     cast = {p: (n, f) for p, n, f in conn.execute(
         "SELECT provider, SUM(failed = 0), SUM(failed = 1) FROM votes GROUP BY provider")}
     all_time = _scores(conn, "", ())
@@ -1128,7 +1142,10 @@ def provider_report(conn: sqlite3.Connection, configured: list[str], last: int) 
     recent = _scores(conn, f"AND t.id IN ({','.join('?' * len(ids))})", tuple(ids)) if ids else {}
     total_trades = conn.execute("SELECT COUNT(*) FROM trades").fetchone()[0]
 
-    row = conn.execute("SELECT value, updated_ts FROM kv WHERE key = 'weights'").fetchone()
+    run_adaptive = _run_adaptive(conn)
+    applied = adaptive if run_adaptive is None else run_adaptive
+    # Learned weights not applied are not the weights in force: the equal ones are.
+    row = conn.execute("SELECT value, updated_ts FROM kv WHERE key = 'weights'").fetchone() if applied else None
     stored = _json_blob(row[0]).get("weights") if row else None
     have = isinstance(stored, dict) and bool(stored)
     names = list(dict.fromkeys([*configured, *(stored or {}), *cast, *all_time]))
@@ -1160,13 +1177,15 @@ def provider_report(conn: sqlite3.Connection, configured: list[str], last: int) 
     return {"trades": total_trades, "last": last, "last_trades": len(ids),
             "weights": "stored" if have else "equal", "weights_updated": fmt.iso(row[1]) if row else None,
             "weights_updated_ts": row[1] if row else None,  # as stored: wall seconds
-            "votes_kept": votes_kept, "providers": providers}
+            "adaptive": applied, "votes_kept": votes_kept, "providers": providers}
 
 
 def render_provider_report(r: dict[str, Any]) -> str:
     """Fits 80 columns: all-time figures, then the same over the last N trades."""
     if r["weights"] == "stored":
         src = f"weights as stored {r['weights_updated']}"
+    elif not r.get("adaptive", True):
+        src = "equal weights (ensemble.adaptive = false)"
     else:
         src = "equal weights (none stored yet)"
     lines = [f"{r['trades']} closed trades; {src}",
@@ -1183,6 +1202,8 @@ def render_provider_report(r: dict[str, Any]) -> str:
         lines.append("* not a configured provider (history only)")
     if not r.get("votes_kept", True):
         lines.append("votes, fail, backed: not kept (a backtest run of trades records keeps no votes)")
+    if not r.get("adaptive", True):
+        lines.append("weight: the equal weights in force; the learned ones are not applied")
     lines.append("votes: BUY/SELL votes cast; fail: failed or timed out; backed: entries it voted for;")
     lines.append("hit: its votes on entries whose direction matched the outcome; ret%: the trade's")
     lines.append("return from the vote's side, average")

@@ -37,7 +37,7 @@ from .market.csvdata import CandleSeries, CsvError, load_csv, parse_symbol_arg
 from .market.replay import ReplayFeed
 from .redact import Redactor
 from .sqlwriter import MEMORY
-from .store import BACKTEST_RECORDS_KEY, Store
+from .store import BACKTEST_ADAPTIVE_KEY, BACKTEST_RECORDS_KEY, Store
 
 FLUSH_EVERY = 5000
 RECORD_LEVELS = ("full", "trades", "summary")
@@ -180,6 +180,7 @@ async def _run_backtest(settings: Settings, series: dict[str, CandleSeries], *, 
     store.conn.set_options(compact=True, events_table=full, gate_rows=full, vacuum=records == "trades", chain=full)
     if kept:  # what the records are, wherever the run's folders are moved (ffe doctor)
         await store.put_kv(BACKTEST_RECORDS_KEY, records, 0.0)
+        await store.put_kv(BACKTEST_ADAPTIVE_KEY, settings.ensemble.adaptive, 0.0)  # what `ffe report` shows
     if full:  # built whole when the run is closed: full pages, and no index to keep up during the run
         await store.defer_decision_indexes()
     redactor = Redactor(settings.secrets())

@@ -1836,7 +1836,7 @@ class Engine:
                                                 entry_price=t.entry_price, exit_price=t.exit_price,
                                                 pnl=round(t.pnl, 8), fees=round(t.fees, 8), reason=t.reason,
                                                 trade_id=t.trade_id, decision_id=t.entry_decision_id))
-                if learned is not None:
+                if learned is not None and self.opts.adaptive:  # learned, not applied, is no change of weights
                     self.bus.publish(WeightsChanged(weights={k: round(v, 4) for k, v in learned.items()},
                                                     reason=f"trade {t.trade_id} closed"))
 

@@ -3137,6 +3137,7 @@ def chain_head_of(value: Any) -> ChainHead | None:
 # order path stores its own for orders): a start within it sends nothing.
 REQUEST_HOLD_KEY = "venue_request_hold_until"
 BACKTEST_RECORDS_KEY = "backtest_records"  # a backtest run's record level, in its own database
+BACKTEST_ADAPTIVE_KEY = "backtest_adaptive"  # whether a backtest run applied the weights it learned
 EXCHANGE_BOOKS = "exchange_books"  # saved_state: whether the books were made on an exchange's market
 SAVED_KEYS = ("approval_mode", "weights", "market", REQUEST_HOLD_KEY, STARTING_CASH_KEY, BOOKS_QUOTE_KEY)
 
