@@ -6,6 +6,7 @@ The templates are the repository's own config.toml (every key, its default and w
 
 from __future__ import annotations
 
+import contextlib
 import os
 from importlib import resources
 from pathlib import Path
@@ -64,5 +65,8 @@ def write_starter_files(directory: str | Path, *, force: bool = False) -> list[P
                 raise ScaffoldError(f"{path}: cannot write: {exc.strerror or exc}") from None
     finally:
         for beside, _ in staged:
-            beside.unlink(missing_ok=True)
+            # On a read-only file system even removing a file that was never created fails: the error raised
+            # above is the one to tell.
+            with contextlib.suppress(OSError):
+                beside.unlink(missing_ok=True)
     return paths

@@ -93,6 +93,30 @@ def test_ffe_init_force_over_a_directory_names_it_and_writes_nothing(tmp_path, b
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["config.toml", ".env.example"])
 
 
+@pytest.mark.parametrize("force", [False, True])
+def test_ffe_init_into_a_directory_it_cannot_write_says_so_in_one_line(tmp_path, force):
+    """A read-only directory (for root a read-only mount, where even removing a file that is not there fails):
+    one line, exit 2, and what was there is left as it was."""
+    from test_disk_failures import read_only
+
+    site = tmp_path / "site"
+    site.mkdir()
+    if force:
+        (site / "config.toml").write_text("# my own\n")
+        (site / ".env.example").write_text("# mine too\n")
+    with read_only(site):
+        proc = run_ffe(tmp_path, "init", "site", *(["--force"] if force else []))
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc.stderr)
+    assert line.startswith(f"ffe: error: {Path('site') / 'config.toml'}: cannot write: "), line
+    assert line.endswith(": nothing written"), line
+    if force:
+        assert (site / "config.toml").read_text() == "# my own\n"
+        assert (site / ".env.example").read_text() == "# mine too\n"
+    else:
+        assert list(site.iterdir()) == []
+
+
 def test_ffe_run_without_a_config_file_says_where_it_looked_and_starts_nothing(tmp_path):
     # Not through run_ffe: that gives `ffe run` the starter config, as `ffe init` would.
     proc = subprocess.run(ffe_cmd("run", "--headless", "--max-bars", "1"), cwd=tmp_path, env=ffe_env(),
