@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import reach
-from .errors import UsageError
+from .errors import UsageError, kind_of
 
 # file written -> template in ffe_engine/templates
 STARTER_FILES = {"config.toml": "config.toml", ".env.example": "env.example"}
@@ -40,8 +40,10 @@ def write_starter_files(directory: str | Path, *, force: bool = False) -> list[P
         verb = "exists" if len(existing) == 1 else "exist"
         raise ScaffoldError(f"{', '.join(map(str, existing))} already {verb} (--force overwrites)")
     for path in paths:
-        if path.is_dir():
-            raise ScaffoldError(f"{path}: is a directory, not a file: nothing written")
+        # A directory, a FIFO or a device (or a link to one) is never replaced by a file nor written into.
+        kind = kind_of(path)
+        if kind is not None:
+            raise ScaffoldError(f"{path}: is {kind}, not a file: nothing written")
     # Each file written beside its place first, then all moved into place: a failure part way (a full disk, a
     # read-only file) leaves what was there as it was.
     staged: list[tuple[Path, Path]] = []

@@ -93,6 +93,26 @@ def test_ffe_init_force_over_a_directory_names_it_and_writes_nothing(tmp_path, b
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["config.toml", ".env.example"])
 
 
+@pytest.mark.parametrize("through_a_link", [False, True])
+def test_ffe_init_force_over_a_fifo_names_it_and_writes_nothing(tmp_path, through_a_link):
+    """A FIFO (or a device) where a starting file goes, or a link to one: refused as ffe refuses one among its
+    files, never replaced by a regular file nor written into."""
+    if through_a_link:
+        os.mkfifo(tmp_path / "pipe")
+        (tmp_path / "config.toml").symlink_to("pipe")
+        kind = "a FIFO (a link to pipe)"
+    else:
+        os.mkfifo(tmp_path / "config.toml")
+        kind = "a FIFO"
+    proc = run_ffe(tmp_path, "init", "--force")
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc.stderr)
+    assert line == f"ffe: error: {Path('.') / 'config.toml'}: is {kind}, not a file: nothing written", line
+    assert (tmp_path / "config.toml").is_fifo()
+    assert not (tmp_path / ".env.example").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["config.toml", *(["pipe"] if through_a_link else [])])
+
+
 @pytest.mark.parametrize("force", [False, True])
 def test_ffe_init_into_a_directory_it_cannot_write_says_so_in_one_line(tmp_path, force):
     """A read-only directory (for root a read-only mount, where even removing a file that is not there fails):
