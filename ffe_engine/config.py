@@ -891,8 +891,17 @@ def _toml_key_lines(text: str, headers: set[Path_] | None = None, deep: list[int
     value's arrays and tables nest deeper than MAX_NESTING to `deep`). tomllib keeps no positions, so scan the
     text: track the current [table], and skip the insides of multi-line strings and arrays so their contents are
     not read as keys. Keys inside an inline table are not listed; lookups fall back to the line of the enclosing
-    key."""
+    key. The tables a dotted key or header makes on the way (`x` of `x.y = 1` or `[x.y]`) are listed at the first
+    line that makes them, as headers: an unknown `x` is named by that line, a default beside `y` by none."""
     lines: dict[Path_, int] = {}
+
+    def made_on_the_way(path: Path_, number: int) -> None:
+        for n in range(1, len(path)):
+            if path[:n] not in lines:
+                lines[path[:n]] = number
+                if headers is not None:
+                    headers.add(path[:n])
+
     table: Path_ = ()
     depth = 0  # open [ or { of a value spanning lines
     in_string: str | None = None  # the delimiter of an open multi-line string
@@ -905,12 +914,14 @@ def _toml_key_lines(text: str, headers: set[Path_] | None = None, deep: list[int
                 parsed = _parse_key(stripped[header.end() :])
                 if parsed:
                     table = parsed[0]
+                    made_on_the_way(table, number)
                     if table not in lines and headers is not None:
                         headers.add(table)
                     lines.setdefault(table, number)
                 continue
             parsed = _parse_key(stripped)
             if parsed and stripped[parsed[1] : parsed[1] + 1] == "=":
+                made_on_the_way(table + parsed[0], number)
                 lines.setdefault(table + parsed[0], number)
                 rest = stripped[parsed[1] + 1 :]
             else:

@@ -171,6 +171,33 @@ def test_unknown_key_inside_ensemble_llm_table_and_inline_table(tmp_path):
     assert str(config_error(config_path=config)).startswith(f"{config}:3: unknown key ensemble.llm.timeout")
 
 
+@pytest.mark.parametrize("text, line, says", [
+    ('mode = "paper"\nx.y = 1\n', 2, "unknown key x"),
+    ('mode = "paper"\n\n[x.y]\nz = 1\n', 3, "unknown key x"),
+    ('mode = "paper"\n\n[risk.limits.extra]\nx = 1\n', 3, "unknown key risk.limits"),
+    ('mode = "paper"\nrisk.nosuch.deeper = 1\n', 2, "unknown key risk.nosuch"),
+    ('[risk]\nnosuch.deeper = 1\n', 2, "unknown key risk.nosuch"),
+    ('[engine]\n\nsymbols.x = 1\n', 3, "engine.symbols: "),
+    ('[exchange]\noptions.a = 1\napi_key.x = "y"\n', 3, "exchange.api_key must come from .env"),
+], ids=["a dotted key", "a nested header", "a header nested deeper", "a dotted key three deep",
+        "a dotted key under a header", "a list set as a table", "a secret set as a table"])
+def test_an_error_on_a_dotted_key_or_nested_table_names_the_line_of_the_key_at_fault(tmp_path, text, line, says):
+    """The key at fault is part of a dotted key or of a [table.header]: its line is the line that wrote it, not
+    the [table] header above it, nor none."""
+    config = write(tmp_path / "config.toml", text)
+    error = config_error(config_path=config)
+    assert str(error).startswith(f"{config}:{line}: {says}"), str(error)
+    assert error.line == line
+
+
+def test_a_default_under_a_table_made_by_a_dotted_key_is_not_blamed_on_its_line(tmp_path):
+    """`exchange.options.a = 1` writes exchange.options, not exchange.id: the values around it are defaults."""
+    config = write(tmp_path / "config.toml", 'mode = "paper"\nexchange.options.a = 1\n')
+    settings = load_settings(config_path=config, environ={})
+    assert settings.set_at("exchange", "options") is not None and settings.set_at("exchange", "options").line == 2
+    assert settings.set_at("exchange", "id") is None
+
+
 def test_unknown_key_in_dotenv(tmp_path):
     config = write(tmp_path / "config.toml", "")
     write(tmp_path / ".env", "# credentials\nOTHER_TOOL_SETTING=1\n\nFFE_RISK__MAX_OPEN_POSITONS=3\n")
