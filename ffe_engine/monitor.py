@@ -16,6 +16,7 @@ import hmac
 import ipaddress
 import os
 import shutil
+import socket
 from typing import Any, Callable
 
 import orjson
@@ -324,11 +325,7 @@ class Monitor:
         try:
             port = await server.start(self.cfg.host, self.cfg.port)
         except OSError as exc:
-            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
-            port = self.cfg.port
-            text = self.settings.blame(("monitor", "port"), (
-                f"monitor.port = {port}: cannot listen on {self.cfg.host}:{port}: {reason} (another account's "
-                "engine on this machine? give each its own port, or monitor.port = 0 for any free one)"))
+            text = self._cannot_listen(exc)
             # A port held by another process may be free at the next start, nothing edited: a runtime failure,
             # paged, that systemd starts again. Any other refusal (an address no interface has) stays a
             # configuration error.
@@ -337,6 +334,29 @@ class Monitor:
         host = f"[{self.cfg.host}]" if ":" in self.cfg.host else self.cfg.host
         self.url = f"http://{host}:{port}"
         log.info("monitor listening", url=self.url)
+
+    def _cannot_listen(self, exc: OSError) -> str:
+        """Why the monitor cannot listen, blamed on the key at fault where it was set."""
+        host, port = self.cfg.host, self.cfg.port
+        # A name not found is a gaierror, whose errno is no errno os.strerror knows.
+        if isinstance(exc, socket.gaierror) or not exc.errno:
+            reason = str(exc.strerror or exc).lower()
+        else:
+            reason = os.strerror(exc.errno).lower()
+        said = f"cannot listen on {host}:{port}: {reason}"
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            return self.settings.blame(("monitor", "host"), (
+                f"monitor.host = {host!r}: {said} (an address of one of this machine's interfaces is needed: "
+                "127.0.0.1 for this machine alone, 0.0.0.0 for every interface)"))
+        if exc.errno == errno.EADDRINUSE:
+            hint = (" (another account's engine on this machine? give each its own port, or monitor.port = 0 for any "
+                    "free one)")
+        elif exc.errno == errno.EACCES:
+            hint = (" (a port below 1024 needs a privilege the engine is not given: choose one above 1023, or "
+                    "monitor.port = 0 for any free one)")
+        else:
+            hint = ""
+        return self.settings.blame(("monitor", "port"), f"monitor.port = {port}: {said}{hint}")
 
     def _authorised(self, headers: dict[str, str]) -> bool:
         token = self.cfg.token

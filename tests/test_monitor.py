@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
+import subprocess
 import threading
 
 import aiohttp
@@ -270,14 +272,45 @@ async def test_a_monitor_port_in_use_stops_the_start_in_one_line_pages_it_and_ex
     assert f"cannot listen on 127.0.0.1:{port}: address already in use" in page["text"], page["text"]
 
 
-def test_a_monitor_address_no_interface_has_stops_the_start_as_a_configuration_error(tmp_path):
-    """An address none of the machine's interfaces has cannot be listened on at any start until the configuration
-    changes: exit 2, which systemd does not start again."""
-    env = ffe_env(FFE_MONITOR__HOST="192.0.2.1", FFE_MONITOR__TOKEN="t0ken-for-a-non-loopback-monitor")
+@pytest.mark.parametrize("host, reason", [("192.0.2.1", "cannot assign requested address"),
+                                          ("nosuch.invalid", "name or service not known")])
+def test_a_monitor_address_no_interface_has_stops_the_start_as_a_configuration_error(tmp_path, host, reason):
+    """An address none of the machine's interfaces has (or a name that is not found) cannot be listened on at any
+    start until the configuration changes: exit 2, which systemd does not start again. The line names
+    monitor.host where it was set, not the port, which is not at fault."""
+    (tmp_path / "config.toml").write_text(f'[monitor]\nhost = "{host}"\n')
+    env = ffe_env(FFE_MONITOR__TOKEN="t0ken-for-a-non-loopback-monitor")
     proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5", env=env)
     assert proc.returncode == 2, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("ffe: error: ") and "cannot listen on 192.0.2.1:" in last, last
+    assert last.startswith(f"ffe: error: config.toml:2: monitor.host = '{host}': cannot listen on {host}:0: "
+                           f"{reason}"), last
+    assert "monitor.port" not in last and "another account" not in last, last
+
+
+def without_binding_low_ports() -> None:
+    """A subprocess's preexec_fn: as root, it starts without CAP_NET_BIND_SERVICE (dropped from its bounding set),
+    so a port below 1024 is refused as it is to any user."""
+    if os.geteuid() != 0:
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(24, 10, 0, 0, 0) != 0:  # PR_CAPBSET_DROP, CAP_NET_BIND_SERVICE
+        raise OSError(ctypes.get_errno(), "cannot drop CAP_NET_BIND_SERVICE")
+
+
+def test_a_monitor_port_that_needs_privilege_names_the_port_and_no_other_engine(tmp_path):
+    """A port below 1024 needs a privilege the engine lacks: no other engine holds it, and no restart helps."""
+    starter_config(tmp_path)
+    env = ffe_env(FFE_MONITOR__PORT="80")
+    proc = subprocess.run(ffe_cmd("run", "--headless", "--max-bars", "5"), cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=90, stdin=subprocess.DEVNULL, preexec_fn=without_binding_low_ports)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ffe: error: environment: FFE_MONITOR__PORT: monitor.port = 80: cannot listen on "
+                           "127.0.0.1:80: permission denied"), last
+    assert "another account" not in last and "monitor.port = 0" in last, last
 
 
 def test_a_non_loopback_monitor_without_a_token_is_refused_in_one_line(tmp_path):
