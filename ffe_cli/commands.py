@@ -159,6 +159,7 @@ def _listened_on(settings: Settings) -> None:
 
 def config_check(args: argparse.Namespace) -> int:
     from ffe_engine import overrides
+    from ffe_engine.backtest_runs import refuse_engine_on_run_folder
     from ffe_engine.config import check_mode, render_settings
     from ffe_engine.market.base import check_market
     from ffe_engine.monitor import check_bind
@@ -180,6 +181,7 @@ def config_check(args: argparse.Namespace) -> int:
     check_mode(settings)  # the mode and the venue, as every start checks them
     check_market(settings)  # an exchange feed's exchange, likewise
     check_bind(settings)  # the monitor's endpoint, as the start checks it
+    refuse_engine_on_run_folder(settings)  # a backtest run's folder: no start comes there to take its saved state
     if settings.market.source == "replay":  # a replayed market's files, read and checked as the start does
         from ffe_engine.market.replay import replay_series
 

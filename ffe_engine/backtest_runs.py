@@ -35,7 +35,7 @@ from typing import Any
 
 from . import fmt, reach
 from .config import Settings
-from .errors import ArgumentError, UsageError, storage_failure
+from .errors import ArgumentError, StartError, UsageError, storage_failure
 from .store import backtest_records, in_use
 
 RUN_ID = re.compile(r"(\d{8}T\d{6}Z)-[0-9a-f]{6}")
@@ -113,6 +113,19 @@ def refuse_run_folder(settings: Settings) -> None:
     runs = runs_folder(settings)
     if runs is not None:
         raise UsageError(f"{runs}: a backtest keeps its runs in an account's data directory, under backtests/")
+
+
+def refuse_engine_on_run_folder(settings: Settings) -> None:
+    """StartError (exit 2) for a backtest run's data directory, or the folder of the runs, given where an engine's is
+    due: a wrong --data-dir, not damage, said before anything there is locked or written, by `ffe run` and by
+    `ffe config check` alike."""
+    run = run_records(settings)
+    if run is not None:
+        raise StartError(f"{not_an_account(settings, run)}: an engine runs on an account's data directory "
+                         "(storage.path, --data-dir); `ffe doctor` checks a run")
+    runs = runs_folder(settings)
+    if runs is not None:
+        raise StartError(f"{runs}: an engine runs on an account's data directory")
 
 
 def account_logs(settings: Settings) -> bool:

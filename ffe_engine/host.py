@@ -26,7 +26,7 @@ from . import halt_asked as halt_asked_file
 from . import logs, overrides
 from .ahead import aside_paths
 from .audit import AuditWriter, has_records, repair_trail, setup_logging, trail_damage
-from .backtest_runs import not_an_account, run_records, runs_folder
+from .backtest_runs import refuse_engine_on_run_folder
 from .chain import trail_paths
 from .clock import Clock, SimClock, WallClock
 from .config import Settings
@@ -312,13 +312,7 @@ class EngineHost:
                    venue: Venue | None = None, clock: Clock | None = None, ids: IdSource | None = None) -> EngineHost:
         """Build every part from the settings and start the engine (state restored, orders recovered)."""
         check_bind(settings)
-        run = run_records(settings)
-        if run is not None:  # a wrong --data-dir, not damage: refused before the lock, nothing written there
-            raise StartError(f"{not_an_account(settings, run)}: an engine runs on an account's data directory "
-                             "(storage.path, --data-dir); `ffe doctor` checks a run")
-        runs = runs_folder(settings)
-        if runs is not None:
-            raise StartError(f"{runs}: an engine runs on an account's data directory")
+        refuse_engine_on_run_folder(settings)  # before the lock: nothing written there
         refuse_what_is_not_a_file(settings)
         secrets = settings.secrets()
         redactor = Redactor(secrets)

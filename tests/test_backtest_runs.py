@@ -727,6 +727,19 @@ def test_the_runs_folder_is_refused_through_a_link_and_emptied_but_an_account_na
     assert again.returncode == 0, again.stderr[-2000:]
 
 
+def test_config_check_refuses_a_run_s_folder_and_the_runs_folder_as_ffe_run_does(runs_dir, tmp_path):
+    """`ffe config check --data-dir` naming a run's folder or the folder of the runs: refused with the line `ffe run`
+    says (exit 2), not passed with the run's saved state said to take precedence at the next start, which never
+    comes there."""
+    cwd = copy(runs_dir, tmp_path / "runs")
+    data, _logs = run_of(cwd, "full")
+    for folder in (data, "data/backtests"):
+        started = one_error_line(run_ffe(cwd, "run", "--headless", "--max-bars", "1", "--data-dir", folder))
+        checked = one_error_line(run_ffe(cwd, "config", "check", "--data-dir", folder))
+        assert checked == started, (checked, started)
+        assert "an engine runs on an account's data directory" in checked, checked
+
+
 @pytest.mark.parametrize("option", [("--list",), ("--clean", "--keep", "0", "--yes")], ids=["list", "clean"])
 def test_list_and_clean_refuse_a_run_s_folder_and_the_runs_folder_as_the_data_directory(runs_dir, tmp_path, option):
     """`ffe backtest --list` or `--clean` with `--data-dir` naming a run's folder or the folder of the runs: refused as
