@@ -347,8 +347,9 @@ class Downloader:
     def __init__(self, venue: CcxtVenue, timeframe: str, *, clock: Any = None, page: int | None = None,
                  close_grace_ms: int = 2000, progress: Progress | None = None) -> None:
         self.venue = venue
-        self.timeframe = timeframe
         self.tf_ms = timeframe_ms(timeframe)
+        # Asked of the exchange as the engine's feed asks it: "60m" as "1h", which is what exchanges list.
+        self.timeframe = format_timeframe(self.tf_ms)
         self.clock = clock if clock is not None else WallClock()
         self.page = page or page_size(venue.exchange)
         self.close_grace_ms = close_grace_ms
@@ -573,6 +574,7 @@ class Request:
         if not allowed_timeframe(self.timeframe):
             raise DownloadArgumentError(f"--timeframe: bad timeframe {self.timeframe!r}: expected Nm, Nh or Nd, "
                                         "from 1m to 7d, like '1h'")
+        tf = format_timeframe(timeframe_ms(self.timeframe))  # "60m" and "1h" continue the same file
         since = parse_date(self.since, "--since") if self.since is not None else None
         problem = time_problem(since, f"--since: {self.since!r}") if since is not None else None
         if problem is not None:  # the exchange has no candle there, and the file could not hold one
@@ -597,9 +599,9 @@ class Request:
                 # `ffe backtest` reads the symbol back from the name: the candles would be taken for another's.
                 raise DownloadArgumentError(f"--file {self.file}: its name reads back as {named}, not "
                                             f"{self.symbols[0]} (name it "
-                                            f"{candle_file_name(self.symbols[0], self.timeframe, self.exchange.id)})")
+                                            f"{candle_file_name(self.symbols[0], tf, self.exchange.id)})")
         else:
-            plan = [(s, self.out_dir / candle_file_name(s, self.timeframe, self.exchange.id)) for s in self.symbols]
+            plan = [(s, self.out_dir / candle_file_name(s, tf, self.exchange.id)) for s in self.symbols]
         for _, path in plan:
             check_csv_path(path)
             if reach.is_dir(path):

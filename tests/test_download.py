@@ -459,6 +459,23 @@ async def test_ffe_data_download_writes_files_against_the_configured_exchange(fx
     assert load_csv(tmp_path / "candles" / candle_file_name("BTC/USDT", "1h", "binance")).ts[0] == since
 
 
+async def test_a_timeframe_written_another_way_is_downloaded_as_the_engine_reads_it(fx, tmp_path):
+    """engine.timeframe = "60m" is the engine's 1h, asked of the exchange as "1h": the download, which takes
+    engine.timeframe when --timeframe is not given, asks it the same way, into the same file as --timeframe 1h."""
+    write_config(tmp_path, {**fake_config(fx), "engine": {"timeframe": "60m"}})
+    since = fx.market_clock() // H * H - 30 * H
+    p = await run_ffe_async(tmp_path, "data", "download", "BTC/USDT", "--since", iso(since), "--out", "candles",
+                            env=ffe_env())
+    assert p.proc.returncode == 0, p.stderr
+    path = tmp_path / "candles" / candle_file_name("BTC/USDT", "1h", "binance")
+    assert load_csv(path, timeframe=H).ts[0] == since
+    assert f"BTC/USDT: {len(load_csv(path))} new 1h candles from {iso(since)}" in p.stdout, p.stdout
+    again = await run_ffe_async(tmp_path, "data", "download", "BTC/USDT", "--timeframe", "60m", "--out", "candles",
+                                env=ffe_env(), name="again")
+    assert again.proc.returncode == 0, again.stderr
+    assert os.listdir(tmp_path / "candles") == [path.name]
+
+
 async def test_ffe_data_download_exits_1_with_one_line_when_the_exchange_is_unreachable(fx, tmp_path):
     write_config(tmp_path, fake_config(fx))
     fx.down = True
