@@ -2,11 +2,14 @@
 
 The URLs and the bot token are credentials (anyone holding a webhook URL can post to the channel): they come from
 .env or the environment only, and no error, log line or status names them. A failed request is described by its
-HTTP status or its exception class, never by the URL it went to.
+HTTP status, the host and port it could not connect to and why, or what was wrong with the answer (Telegram's own
+reason, the bot token masked), never by the URL it went to.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import fmt
 from .config import AlertSettings
+from .redact import Redactor
 
 if TYPE_CHECKING:
     import aiohttp
@@ -79,6 +83,7 @@ class Channel:
     url: str
     chat_id: str = ""
     origin: Origin | None = None
+    secret: str = ""  # the bot token, masked in the words of Telegram's answer
 
     def body(self, alert: dict[str, Any]) -> dict[str, Any]:
         text = alert["text"] if self.origin is None else f"{alert['text']} {self.origin.short}"
@@ -107,17 +112,70 @@ class Channel:
                                     timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
                 if resp.status >= 300:
                     asked = retry_after(resp.headers.get("Retry-After")) if resp.status in (429, 503) else None
-                    raise DeliveryFailed(f"HTTP {resp.status}", retry_after=asked)
+                    said = await self._telegram_said(resp) if self.name == "telegram" else None
+                    raise DeliveryFailed(f"HTTP {resp.status}{f': {said}' if said else ''}", retry_after=asked)
                 if self.name == "telegram":
-                    answer = await resp.json(content_type=None)
+                    try:
+                        answer = json.loads(await resp.read())
+                    except ValueError:
+                        raise DeliveryFailed("the answer is not JSON") from None
                     if not isinstance(answer, dict) or not answer.get("ok"):
-                        raise DeliveryFailed("telegram answered ok=false")
+                        raise DeliveryFailed(self._refusal(answer) or "telegram answered ok=false")
         except DeliveryFailed:
             raise
         except TimeoutError:
             raise DeliveryFailed(f"no answer within {timeout_s:g}s") from None
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            raise DeliveryFailed(type(exc).__name__) from None
+            raise DeliveryFailed(failure_reason(exc)) from None
+
+    async def _telegram_said(self, resp: aiohttp.ClientResponse) -> str | None:
+        """Telegram's own reason on a refusal (its HTTP 400 for a chat not found), when its answer gives one."""
+        try:
+            return self._refusal(json.loads(await resp.read()))
+        except (ValueError, OSError):
+            return None
+
+    def _refusal(self, answer: Any) -> str | None:
+        """`telegram answered: DESCRIPTION` from a Bot API answer, the token masked, its words never acting on a
+        terminal; None when it gives no description."""
+        said = answer.get("description") if isinstance(answer, dict) else None
+        if not isinstance(said, str) or not said:
+            return None
+        return f"telegram answered: {fmt.printable(fmt.short(Redactor([self.secret]).text(said), 300))}"
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why a request failed, in words: the host and port it could not connect to and why, or what went wrong after.
+    Never the URL, whose path and credentials are the secret; an exception's own text may quote it."""
+    import aiohttp  # already loaded: the exception is aiohttp's
+
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cert = exc.certificate_error
+        why = f"its certificate is not trusted ({getattr(cert, 'verify_message', None) or type(cert).__name__})"
+        return f"cannot connect to {exc.host}:{exc.port}: {why}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {exc.host}:{exc.port}: {_os_reason(exc.os_error)}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the connection was closed before an answer came"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the answer was cut short"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "the URL is not one a request can be sent to"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"the answer could not be read (HTTP {exc.status})"
+    if isinstance(exc, OSError):
+        return _os_reason(exc)
+    return type(exc).__name__
+
+
+def _os_reason(exc: OSError) -> str:
+    import ssl  # already loaded by aiohttp, which raised it
+
+    if isinstance(exc, ssl.SSLError):
+        return f"the TLS handshake failed ({(exc.reason or 'refused').lower().replace('_', ' ')})"
+    if isinstance(exc, socket.gaierror) or not exc.errno or exc.errno < 0:  # a name not found: no errno of the OS
+        return str(exc.strerror or type(exc).__name__).lower()
+    return os.strerror(exc.errno).lower()
 
 
 def within(line: str, width: int) -> str:
@@ -152,7 +210,7 @@ def channels_from(cfg: AlertSettings, origin: Origin | None = None) -> list[Chan
     if cfg.telegram_token is not None:
         token = cfg.telegram_token.get_secret_value()
         out.append(Channel("telegram", f"{cfg.telegram_api.rstrip('/')}/bot{token}/sendMessage", cfg.telegram_chat_id,
-                           origin))
+                           origin, secret=token))
     return out
 
 
@@ -169,7 +227,7 @@ async def ping(session: aiohttp.ClientSession, url: str, timeout_s: float) -> No
     except TimeoutError:
         raise DeliveryFailed(f"no answer within {timeout_s:g}s") from None
     except (aiohttp.ClientError, OSError, ValueError) as exc:
-        raise DeliveryFailed(type(exc).__name__) from None
+        raise DeliveryFailed(failure_reason(exc)) from None
 
 
 async def send_test(cfg: AlertSettings, text: str, origin: Origin | None = None,

@@ -33,6 +33,7 @@ class Receiver:
     retry_after: str | None = None  # the Retry-After header of the answers that fail (fail_with, fail_next)
     telegram: bool = False  # answer like the Bot API ({"ok": true})
     redirect: bool = False  # answer 302 to /login (a webhook behind a sign-in proxy), which answers a GET 200
+    answer: tuple[int, str] | None = None  # answer this status and body instead (not counted as delivered)
     url: str = ""
     _runner: web.AppRunner | None = None
 
@@ -63,6 +64,8 @@ class Receiver:
         held = not self.hold_kind or isinstance(body, dict) and body.get("kind") == self.hold_kind
         if self.hold is not None and held:
             await self.hold.wait()
+        if self.answer is not None:
+            return web.Response(status=self.answer[0], text=self.answer[1])
         failing = {"Retry-After": self.retry_after} if self.retry_after is not None else None
         if self.fail_next > 0:
             self.fail_next -= 1

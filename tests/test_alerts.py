@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import socket
 from typing import Any, AsyncIterator
@@ -16,6 +17,7 @@ import pytest
 from conftest import config_for_run, db_rows, db_value, engine_session, ffe_cmd, ffe_env, make_settings
 from ffe_engine import fmt
 from ffe_engine.alerts import Alert
+from ffe_engine.redact import REDACTED
 from ffe_engine.venues.base import VenueUnavailable
 from live_helpers import SteppedClock, wait_for
 from prometheus_client.parser import text_string_to_metric_families
@@ -403,6 +405,41 @@ async def test_ffe_alert_test_reports_each_channel(tmp_path):
     assert proc.returncode == 2 and err.decode().startswith("ffe: error: no alert channel is configured")
     await ok.stop()
     await down.stop()
+
+
+async def test_ffe_alert_test_says_why_a_channel_failed_in_words_and_no_secret(tmp_path):
+    """Why a delivery failed, in words the operator acts on: where the connection was refused, a name not found, a
+    TLS handshake that failed, an answer that is not JSON, Telegram's own reason; never an exception's class name,
+    and never the bot token or a hook's path."""
+    bot = await Receiver().start()
+    token = "123456:Telegram-Token-abcdefghij"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    port = bot.url.rsplit(":", 1)[1]
+    env = ffe_env(FFE_ALERTS__TELEGRAM_TOKEN=token, FFE_ALERTS__TELEGRAM_CHAT_ID="-1001234",
+                  FFE_ALERTS__TELEGRAM_API=bot.url, FFE_ALERTS__WEBHOOK_URL=f"http://127.0.0.1:{closed}/hook-path-4242",
+                  FFE_ALERTS__SLACK_URL="http://nosuch.invalid/services/slack-path-4242",
+                  FFE_ALERTS__DISCORD_URL=f"https://127.0.0.1:{port}/api/webhooks/discord-path-4242")
+    refused = json.dumps({"ok": False, "error_code": 400, "description": f"Bad Request: chat not found {token}"})
+    telegram = {(200, refused): f"telegram answered: Bad Request: chat not found {REDACTED}",
+                (400, refused): f"HTTP 400: telegram answered: Bad Request: chat not found {REDACTED}",
+                (200, "ok"): "the answer is not JSON"}
+    try:
+        for answer, says in telegram.items():
+            bot.answer = answer
+            proc = await _ffe("alert", "test", env=env, cwd=tmp_path)
+            out, err = await proc.communicate()
+            assert proc.returncode == 1, err
+            lines = out.decode().splitlines()
+            assert lines[0] == f"webhook: FAILED (cannot connect to 127.0.0.1:{closed}: connection refused)", lines
+            assert lines[1].startswith("slack: FAILED (cannot connect to nosuch.invalid:80: "), lines
+            assert lines[2].startswith(f"discord: FAILED (cannot connect to 127.0.0.1:{port}: the TLS handshake "
+                                       "failed"), lines
+            assert lines[3] == f"telegram: FAILED ({says})", lines
+            assert "Error" not in out.decode() and "4242" not in out.decode() and token not in out.decode(), lines
+    finally:
+        await bot.stop()
 
 
 async def test_a_secret_quoted_in_an_error_is_masked_in_the_alert_and_on_health(tmp_path):
