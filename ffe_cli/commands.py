@@ -250,7 +250,7 @@ def backtest(args: argparse.Namespace) -> int:
     series = bt.load_files(args.files, lenient=args.lenient, cache=cache)
     for symbol, ser in series.items():
         if ser.skipped:  # said at once, on stderr, and again in the summary
-            sys.stderr.write(masked(f"ffe: {symbol}: {ser.skipped} bad rows skipped (--lenient); first: "
+            sys.stderr.write(masked(f"ffe: {symbol}: {fmt.counted(ser.skipped, 'bad row')} skipped (--lenient); first: "
                                     f"{'; '.join(ser.skip_reasons)}\n"))
     run_id = bt.new_run_id()
     try:

@@ -1188,8 +1188,8 @@ def render_provider_report(r: dict[str, Any]) -> str:
         src = "equal weights (ensemble.adaptive = false)"
     else:
         src = "equal weights (none stored yet)"
-    lines = [f"{r['trades']} closed trades; {src}",
-             f"{'':<41}all trades | last {r['last_trades']} trades",
+    lines = [f"{fmt.counted(r['trades'], 'closed trade')}; {src}",
+             f"{'':<41}all trades | last {fmt.counted(r['last_trades'], 'trade')}",
              f"{'provider':<15}{'weight':>7}{'votes':>6}{'fail':>5}{'backed':>7}{'hit':>6}{'ret%':>8} |"
              f"{'backed':>7}{'hit':>6}{'ret%':>8}"]
     for p in r["providers"]:
@@ -1249,6 +1249,7 @@ def render_trades(r: dict[str, Any]) -> str:
                      f"{t['entry_decision_id'] or '-'}")
     tot = r["total"]
     rate = f" ({tot['wins'] / tot['count'] * 100:.0f}%)" if tot["count"] else ""
-    lines.append(f"{tot['count']} closed trades, {tot['wins']} won{rate}, P&L {fmt.money(tot['pnl'], signed=True)}"
+    lines.append(f"{fmt.counted(tot['count'], 'closed trade')}, {tot['wins']} won{rate}, "
+                 f"P&L {fmt.money(tot['pnl'], signed=True)}"
                  + (f"; {len(r['trades'])} shown" if len(r["trades"]) < tot["count"] else ""))
     return "\n".join(lines)

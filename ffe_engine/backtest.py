@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import batch, reach
+from . import batch, fmt, reach
 from .clock import RunClock, format_timeframe
 from .config import Settings, is_symbol
 from .datacache import DataCache, cache_for
@@ -76,8 +76,8 @@ def _load_files(args: list[str], lenient: bool, cache: DataCache | None) -> dict
         else:
             loaded = load_csv(path, symbol=symbol, lenient=lenient)
         if len(loaded) < 2:
-            skipped = (f"; {loaded.skipped} bad rows skipped (--lenient); first: {'; '.join(loaded.skip_reasons)}"
-                       if loaded.skipped else "")
+            skipped = (f"; {fmt.counted(loaded.skipped, 'bad row')} skipped (--lenient); first: "
+                       f"{'; '.join(loaded.skip_reasons)}" if loaded.skipped else "")
             raise CsvError(path, None, f"{len(loaded)} candle: too few candles to infer the timeframe (a backtest "
                                        f"needs at least 2){skipped}")
         series[symbol] = loaded

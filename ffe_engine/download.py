@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator, Protocol, T
 
 from .clock import DAY_MS, WallClock, format_timeframe, timeframe_ms
 from . import reach
+from .fmt import counted
 from .backtest_runs import hold
 from .config import allowed_timeframe, is_symbol
 from .errors import ArgumentError, FfeError, UsageError, kind_of, storage_failure
@@ -180,19 +181,19 @@ class Result:
         """The report for an operator: one summary line, then one line per gap (the first few) and per note."""
         tf = format_timeframe(self.timeframe_ms)
         if self.written:
-            head = (f"{self.symbol}: {self.written} new {tf} candles from {iso(self.first_ms or 0)} to "
-                    f"{iso(self.last_ms or 0)} in {_count(self.pages, 'request')}, {_count(len(self.gaps), 'gap')} "
-                    f"({_count(self.missing_bars, 'missing bar')})")
+            head = (f"{self.symbol}: {counted(self.written, f'new {tf} candle')} from {iso(self.first_ms or 0)} to "
+                    f"{iso(self.last_ms or 0)} in {counted(self.pages, 'request')}, {counted(len(self.gaps), 'gap')} "
+                    f"({counted(self.missing_bars, 'missing bar')})")
         else:
             head = f"{self.symbol}: no new closed {tf} candles"
         if self.refused:
-            head += f", {self.refused} bad rows from the exchange left out"
+            head += f", {counted(self.refused, 'bad row')} from the exchange left out"
         out = [head]
         for a, b in self.gaps[:MAX_GAPS_SHOWN]:
-            out.append(f"  gap: {(b - a) // self.timeframe_ms - 1} missing bars after {iso(a)}, "
+            out.append(f"  gap: {counted((b - a) // self.timeframe_ms - 1, 'missing bar')} after {iso(a)}, "
                        f"next candle at {iso(b)}")
         if len(self.gaps) > MAX_GAPS_SHOWN:
-            out.append(f"  ... and {len(self.gaps) - MAX_GAPS_SHOWN} more gaps")
+            out.append(f"  ... and {counted(len(self.gaps) - MAX_GAPS_SHOWN, 'more gap')}")
         out.extend(f"  {note}" for note in self.notes)
         if self.file is not None:
             out.append(f"  {self.path}: {self.file.summary()}")
@@ -703,5 +704,3 @@ def _how_far(path: Path, held: int | None) -> str:
     return f"{path} holds no candles" if path.exists() else f"{path} not written"
 
 
-def _count(n: int, thing: str) -> str:
-    return f"{n} {thing}" + ("" if n == 1 else "s")

@@ -495,6 +495,15 @@ def test_gaps_are_counted_and_reported(tmp_path: Path) -> None:
     assert "2 gaps (4 missing bars)" in series.summary()
 
 
+def test_one_gap_of_one_bar_and_one_bad_row_are_said_in_the_singular(tmp_path: Path) -> None:
+    lines = good_lines(20)
+    del lines[5]  # one missing bar
+    lines.append("not,a,candle,row,at,all")
+    series = load_csv(write(tmp_path, lines), lenient=True)
+    assert (series.gap_count, series.missing_bars, series.skipped) == (1, 1, 1)
+    assert series.summary().endswith(", 1 gap (1 missing bar), 1 bad row skipped"), series.summary()
+
+
 @pytest.mark.parametrize("stamp", ["1577854800.5", "2020-01-01T05:00:00.500Z", "2020-01-01T05:30:00Z"],
                          ids=["epoch-fraction", "iso-fraction", "half-hour"])
 def test_a_candle_off_the_files_grid_is_a_bad_row(tmp_path: Path, stamp: str) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import ffe_env, ffe_in_process, run_bounded, run_ffe
 from fake_exchange import FakeBinance, ccxt_options, exchange_settings, kline, path_price
-from ffe_engine.download import (DownloadError, DownloadInputError, NoProgress, ProgressBar, Request,
+from ffe_engine.download import (DownloadError, DownloadInputError, NoProgress, ProgressBar, Request, Result,
                                  candle_file_name, download, progress_for)
 from ffe_engine.market.csvdata import CsvError, iso, load_csv, symbol_from_filename
 from live_helpers import run_ffe_async, write_config
@@ -193,7 +193,7 @@ async def test_a_candle_off_the_grid_of_the_ones_either_side_is_left_out_and_cou
     [result] = await fetch(fx, tmp_path, clock)
     series = load_csv(csv_path(tmp_path))
     assert series.ts == [T0 + i * H for i in range(10) if i != 5]
-    assert result.refused == 1 and "1 bad rows from the exchange left out" in result.lines()[0]
+    assert result.refused == 1 and "1 bad row from the exchange left out" in result.lines()[0]
     clock.now += 5 * H
     [again] = await fetch(fx, tmp_path, clock, since=None)
     assert again.written == 5 and load_csv(csv_path(tmp_path)).ts[-1] == T0 + 14 * H
@@ -267,6 +267,15 @@ async def test_gaps_are_reported_with_where_they_are(fx, tmp_path):
     assert f"5 missing bars after {iso(T0 + 19 * H)}, next candle at {iso(T0 + 25 * H)}" in text
     series = load_csv(csv_path(tmp_path))
     assert series.gap_count == 2 and series.missing_bars == 10 and len(series) == 70
+
+
+def test_one_candle_one_gap_and_one_bar_are_said_in_the_singular(tmp_path):
+    result = Result("BTC/USDT", csv_path(tmp_path), H, written=1, first_ms=T0, last_ms=T0, pages=1,
+                    gaps=[(T0 - 2 * H, T0)], refused=1)
+    assert result.lines()[:2] == [
+        f"BTC/USDT: 1 new 1h candle from {iso(T0)} to {iso(T0)} in 1 request, 1 gap (1 missing bar), 1 bad row "
+        "from the exchange left out",
+        f"  gap: 1 missing bar after {iso(T0 - 2 * H)}, next candle at {iso(T0)}"]
 
 
 async def test_a_gap_at_the_seam_between_runs_is_reported(fx, tmp_path):

@@ -379,6 +379,21 @@ def test_report_trades_lists_closed_trades_with_pnl_and_entry_decision(run):
                and t["closed"].endswith("Z") for t in r["trades"])
 
 
+def test_reports_of_one_closed_trade_say_it_in_the_singular(run, tmp_path):
+    (tmp_path / "data").mkdir()
+    shutil.copy(run / "data" / "ffe.db", tmp_path / "data" / "ffe.db")
+    with sqlite3.connect(tmp_path / "data" / "ffe.db") as conn:
+        conn.execute("DELETE FROM trades WHERE id != (SELECT MIN(id) FROM trades)")
+    conn.close()
+    proc = ffe(tmp_path, "report", "providers", "--last", "1", "--data-dir", "data", real=False)
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.splitlines()[:2]
+    assert first.startswith("1 closed trade; ") and second.endswith("all trades | last 1 trade"), proc.stdout
+    proc = ffe(tmp_path, "report", "trades", "--data-dir", "data", real=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1].startswith("1 closed trade, "), proc.stdout
+
+
 def test_reads_the_database_while_a_writer_holds_it(run, tmp_path):
     """WAL: the tools read the last committed state while a transaction is open, and write nothing."""
     (tmp_path / "data").mkdir()

@@ -39,6 +39,7 @@ from typing import Any, Iterator, Protocol, Sequence
 
 from ..clock import DAY_MS, format_timeframe, timeframe_ms as parse_timeframe
 from ..errors import ArgumentError, FfeError, kind_of
+from ..fmt import counted
 from ..model import Candle
 from . import bounds
 
@@ -174,11 +175,11 @@ class CandleSeries:
         """One line for an operator: symbol, bars, timeframe, span, gaps and skipped rows."""
         if not self.ts:
             return f"{self.symbol}: no bars"
-        text = (f"{self.symbol}: {len(self.ts)} bars of {format_timeframe(self.timeframe_ms)} from "
-                f"{iso(self.ts[0])} to {iso(self.ts[-1])}, {self.gap_count} gaps "
-                f"({self.missing_bars:,} missing bars)")
+        text = (f"{self.symbol}: {counted(len(self.ts), 'bar')} of {format_timeframe(self.timeframe_ms)} from "
+                f"{iso(self.ts[0])} to {iso(self.ts[-1])}, {counted(self.gap_count, 'gap')} "
+                f"({counted(self.missing_bars, 'missing bar')})")
         if self.skipped:
-            text += f", {self.skipped} bad rows skipped"
+            text += f", {counted(self.skipped, 'bad row')} skipped"
         return text
 
 
