@@ -233,7 +233,7 @@ class Monitor:
                 self._stale.add(sym)
                 out.append(Alert("STALE_DATA", f"STALE_DATA:{sym}", "warn",
                                  f"ffe {sym}: no market data for {bar_age:.0f}s (limit {limit:g}s). Entries on it "
-                                 f"are refused once its last bar is {self.settings.risk.stale_after_bars} bars old "
+                                 f"are refused once its last bar is {fmt.counted(self.settings.risk.stale_after_bars, 'bar')} old "
                                  "(DATA_STALE)."))
             elif bar_age <= limit and sym in self._stale:
                 self._stale.discard(sym)

@@ -379,7 +379,7 @@ async def test_a_symbol_without_bars_is_stale_data_degraded_and_a_warning_is_sen
     hook = await Receiver().start()
     # One bar every five seconds against a one-second staleness limit.
     settings = make_settings(tmp_path, market={"speed": 0.2, "seed": 7}, monitor={"port": 0, "data_stale_s": 1.0},
-                             alerts={"webhook_url": hook.url})
+                             alerts={"webhook_url": hook.url}, risk={"stale_after_bars": 1})
     async with engine_session(settings) as host:
         run = asyncio.ensure_future(host.engine.run())
         try:
@@ -392,6 +392,7 @@ async def test_a_symbol_without_bars_is_stale_data_degraded_and_a_warning_is_sen
             await until(lambda: [r for r in hook.delivered if r.body.get("kind") == "STALE_DATA"], what="the alert")
             alert = [r.body for r in hook.delivered if r.body.get("kind") == "STALE_DATA"][0]
             assert alert["severity"] == "warn" and "no market data" in alert["text"]
+            assert "once its last bar is 1 bar old (DATA_STALE)" in alert["text"], alert["text"]
         finally:
             host.engine.request_stop()
             await run
