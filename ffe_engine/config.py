@@ -1387,6 +1387,7 @@ def _key_problems(layers: list[_Layer]) -> list[Problem]:
 _TYPE_ERRORS = frozenset({"int_type", "float_type", "bool_type", "string_type", "list_type", "dict_type"})
 _TOML_TYPES = ((bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"), (list, "an array"),
                (dict, "a table"))
+NUMBERS = ("an integer", "a float")
 
 
 def _toml_type_problems(layer: _Layer) -> list[Problem]:
@@ -1401,8 +1402,10 @@ def _toml_type_problems(layer: _Layer) -> list[Problem]:
                 continue  # refused or not, validation of the merged settings says the rest
             loc: tuple[Any, ...] = tuple(error["loc"])
             found = next((name for kind, name in _TOML_TYPES if isinstance(error["input"], kind)), "a date or time")
+            # A chat id, a version: a number unquoted, where a text was meant.
+            quote = " (put it in quotes)" if error["type"] == "string_type" and found in NUMBERS else ""
             origin = _origin_for(loc, layer.origins) or Origin("toml", file=layer.label)
-            message = _format(origin, loc, f"{error['msg']}, not {found}")
+            message = _format(origin, loc, f"{error['msg']}, not {found}{quote}")
             problems.append(((*origin.rank, index), message, origin, _dotted(loc)))
         return problems
     return []
@@ -1524,7 +1527,8 @@ def _validation_problems(exc: ValidationError, origins: Mapping[Path_, Origin]) 
         # its default, by the other key's own source (a variable that set a whole table holding it too), not the
         # [table] header above the default, which set neither.
         named = loc
-        if origin is None and loc in _CAUSES:
+        # Only a problem that names the other key is that key's doing (not a provider listed twice).
+        if origin is None and loc in _CAUSES and _CAUSES[loc][-1] in problem.lower():
             own, cause = _own_origin(loc, origins), _own_origin(_CAUSES[loc], origins)
             if own is not None and cause is not None and own != cause:
                 problem = f"{problem} ({_dotted(_CAUSES[loc])} from {cause.source})"

@@ -263,7 +263,7 @@ WRONG_TYPES = [
     ("[engine]\nlive_start_paused = 0\n", "engine.live_start_paused: Input should be a valid boolean, not an integer"),
     ('[risk]\nmin_confidence = "0.6"\n', "risk.min_confidence: Input should be a valid number, not a string"),
     ("[risk]\nmin_confidence = true\n", "risk.min_confidence: Input should be a valid number, not a boolean"),
-    ("[tui]\nkeys = {pause = 1}\n", "tui.keys.pause: Input should be a valid string, not an integer"),
+    ("[tui]\nkeys = {pause = 1}\n", "tui.keys.pause: Input should be a valid string, not an integer (put it in quotes)"),
 ]
 
 
@@ -302,6 +302,14 @@ def test_ffe_config_check_refuses_a_wrong_toml_type_with_one_line(tmp_path):
     assert result.stderr.splitlines() == [f"ffe: error: {tmp_path / 'config.toml'}:5: risk.max_open_positions: "
                                           "Input should be a valid integer, not a boolean"]
     assert result.stdout == ""
+
+
+def test_a_provider_listed_twice_is_blamed_on_the_list_alone_and_a_number_for_a_text_says_to_quote_it(tmp_path):
+    config = write(tmp_path / "config.toml", '[ensemble]\nproviders = ["trend", "trend", "momentum"]\n')
+    assert str(config_error(config_path=config)) == f"{config}:2: ensemble.providers: listed more than once: trend"
+    config = write(tmp_path / "config.toml", "[alerts]\ntelegram_chat_id = -1001234567\n")
+    assert str(config_error(config_path=config)) == (f"{config}:2: alerts.telegram_chat_id: Input should be a valid "
+                                                     "string, not an integer (put it in quotes)")
 
 
 def test_out_of_range_and_bad_choices(tmp_path):
