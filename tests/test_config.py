@@ -490,3 +490,10 @@ def test_a_table_given_a_value_that_is_no_table_names_the_variable_and_how_to_se
     error = config_error(environ={name: raw})
     assert str(error) == (f"environment: {name}: expected a JSON object (a table: or set its keys one by one, "
                           f"{name}__KEY)"), str(error)
+
+
+def test_an_env_file_named_with_env_file_that_is_missing_is_an_error_the_default_one_is_not(tmp_path):
+    assert run_ffe(tmp_path, "config", "check").returncode == 0  # no .env beside the config: the defaults
+    result = run_ffe(tmp_path, "config", "check", "--env-file", "nope.env")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == ["ffe: error: nope.env: .env file not found"]
