@@ -205,6 +205,8 @@ class OrderPath:
         # and watched until the venue shows it done.
         self._ended: dict[str, tuple[Order, float]] = {}
         self._reappeared: set[str] = set()  # those the venue has shown: said once, watched until done there
+        # Orders ended by the venue's own word that a lookup has since shown open: when it first did (reappeared).
+        self._open_after_end: dict[str, float] = {}
 
     # ------------------------------------------------------------------ queries
     def unread(self) -> list[Order]:
@@ -953,7 +955,14 @@ class OrderPath:
             except (BreakerOpen, VenueError, VenueUnavailable):
                 return False
             if looked is None or looked.status != "open":
+                self._open_after_end.pop(cid, None)
                 return False
+            # Nor is one lookup saying open proof: a replica lagging behind the answer that ended it says the same.
+            # Taken in once lookups still say so a settle window after the first did.
+            first = self._open_after_end.setdefault(cid, self.clock.monotonic())
+            if self.clock.monotonic() - first < self.settle_s:
+                return False
+            self._open_after_end.pop(cid, None)
             return await self._take_in(o, looked)
 
     async def _take_in(self, o: Order, vo: VenueOrder) -> bool:

@@ -159,3 +159,45 @@ async def test_what_a_reappeared_order_filled_is_booked_though_its_cancel_fails(
         await e.orders.poll()
         assert [(o.status, o.filled) for o in fx.orders] == [("CANCELED", pytest.approx(0.004))]
         assert_books_agree(e, fx)
+
+
+async def test_an_order_the_exchange_filled_that_a_lagging_read_shows_open_is_not_taken_for_reappeared(tmp_path, fx):
+    """Filled by the exchange's own word, then shown open for a moment by reads that lag behind it (a replica): no
+    cancel, no `reappeared` fault, no page; the books stay the exchange's, and nothing is left to accept once the
+    reads have caught up."""
+    settings = live_settings(tmp_path, fx)
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        fx.market_clock.step()
+        for c in await e.feed.poll():
+            await e.on_candle(c)
+        await e.resume(by="test")
+        sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01, reason=OrderReason.OPERATOR,
+                                                type="limit", price=25_000.0, ref_price=30_000.0))
+        cid = sub.order.client_order_id
+        assert sub.accepted and fx.open_order(cid) is not None
+        fx.set_price("BTCUSDT", 24_000.0)  # it fills at the exchange
+        filled = "SELECT status FROM orders WHERE client_order_id = ?"
+        for _ in range(50):
+            await e.orders.poll()
+            if rows(db, filled, (cid,)) == [("filled",)]:
+                break
+            await asyncio.sleep(0.1)
+        assert rows(db, filled, (cid,)) == [("filled",)] and cid not in e.orders.live
+        lag = 0.6 * e.orders.settle_s  # shorter than the settle window, as the docs ask of the window
+        fx.fault(GET_ORDER, "stale", seconds=lag, times=10_000)
+        fx.fault(OPEN_ORDERS, "stale", seconds=lag, times=10_000)
+        first = await e.reconcile()  # the list and the lookup both show it open: one look proves nothing
+        assert [d["kind"] for d in first if d.get("client_order_id") == cid] in ([], ["unknown_open_order"])
+        assert fx.requests_to(DELETE_ORDER) == []
+        assert not [f for f in stored_events(db, "venue_fault") if f["client_order_id"] == cid]
+        await asyncio.sleep(lag + 0.2)
+        fx.clear_faults(GET_ORDER)
+        fx.clear_faults(OPEN_ORDERS)
+        for _ in range(3):  # looked at again once the reads have caught up: nothing of it
+            differences = await e.reconcile()
+            await asyncio.sleep(e.orders.settle_s / 2)
+        assert not [d for d in differences if d.get("client_order_id") == cid], differences
+        assert fx.requests_to(DELETE_ORDER) == []
+        assert not [f for f in stored_events(db, "venue_fault") if f["client_order_id"] == cid]
+        assert_books_agree(e, fx)
