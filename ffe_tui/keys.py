@@ -86,7 +86,7 @@ PANE_KEYS = {"j": "moves down in the focused pane", "k": "moves up in the focuse
 # The keys no binding remaps, listed by help after the bindings (Textual's key names, shown as display shows them):
 # help is where every key the console answers is said, these as much as the bindings.
 FIXED_KEYS: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("up", "down", "j", "k"), "move within the focused pane (a table: choose its row)"),
+    (("up", "down", "j", "k"), "move in the focused pane (a table: its row); PgUp PgDn Home ← → too"),
     (("tab", "shift+tab"), "move to the next or the previous pane"),
     (("end",), "in the log: follow the newest line again, after scrolling up"),
     (("ctrl+q", "ctrl+c"), "quit, as the quit key does (asks first)"),

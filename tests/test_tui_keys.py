@@ -107,6 +107,16 @@ def test_the_key_names_textual_knows_are_accepted():
             assert keys.keymap({"approval_mode": name}), name
 
 
+def test_help_names_every_key_the_panes_answer():
+    """Every key a pane answers itself (PageUp, Home, left and right in a table) is said in help, with the ones no
+    binding remaps: help is where every key the console answers is said."""
+    said = {key for fixed, _ in keys.FIXED_KEYS for key in fixed}
+    told = " ".join(does for _, does in keys.FIXED_KEYS).split()
+    shown = {"pageup": "PgUp", "pagedown": "PgDn", "home": "Home", "left": "←", "right": "→"}
+    missing = {k for k in keys.PANE_KEYS if k not in said and shown.get(k) not in told}
+    assert not missing, missing
+
+
 @pytest.mark.parametrize("views, shown", [
     ("f1,f2,f3,f4,f6,f7,f8", "f8 Health"),  # every tab whole, closer together
     ("ctrl+f1,ctrl+f2,ctrl+f3,ctrl+f4,ctrl+f5,ctrl+f6,ctrl+f7", "…"),  # too long even so: cut, and marked
