@@ -731,8 +731,11 @@ class Notifier:
             self.status[c.name].dropped = await self.store.dropped_alerts(c.name)
             self._tasks.append(asyncio.create_task(self._deliver(c), name=f"ffe-alerts-{c.name}"))
         self._tasks.append(asyncio.create_task(self._ticker(), name="ffe-alerts-tick"))
+        self._tasks.append(asyncio.create_task(self._keeper(), name="ffe-alerts-outbox"))
 
     async def _ticker(self) -> None:
+        """The once-a-second look (tick), which never waits on the database: a loop held by it (another process's
+        lock) is a stall to see while it lasts; what it raises is written by the keeper once it can be."""
         while not self._closing.is_set():
             try:
                 await asyncio.wait_for(self._closing.wait(), 1.0)
@@ -740,6 +743,17 @@ class Notifier:
                 pass
             try:
                 self.tick()
+            except Exception as exc:  # the ticker must keep going; the failure is logged
+                log.error("alert tick failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _keeper(self) -> None:
+        """Once a second: the alerts raised between bars written, the outbox trimmed to alerts.outbox_max."""
+        while not self._closing.is_set():
+            try:
+                await asyncio.wait_for(self._closing.wait(), 1.0)
+            except TimeoutError:
+                pass
+            try:
                 if self._raised:
                     # Alerts raised between bars (a summary, a stalled loop) are written now, not at the next bar.
                     self._raised = 0
@@ -756,8 +770,8 @@ class Notifier:
                         st.pending = max(0, st.pending - len(dropped))
                         log.warning("alert outbox full: least severe and oldest alerts dropped", channel=c.name,
                                     dropped=len(dropped))
-            except Exception as exc:  # the ticker must keep going; the failure is logged
-                log.error("alert tick failed", error=f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # the keeper must keep going; the failure is logged
+                log.error("alert outbox upkeep failed", error=f"{type(exc).__name__}: {exc}")
 
     async def _deliver(self, channel: Channel) -> None:
         st = self.status[channel.name]

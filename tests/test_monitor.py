@@ -9,8 +9,10 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import threading
+import time
 
 import aiohttp
 import pytest
@@ -608,3 +610,37 @@ def test_a_loop_not_turned_yet_is_aged_from_the_end_of_the_start_not_from_before
                      reconcile_blocked=0, pending_approvals=0, audit=None, cfg=MonitorSettings(loop_stale_s=3.0),
                      timeframe_ms=3_600_000)
     assert verdict["status"] == "healthy" and verdict["loop_age_s"] == 0.5, verdict
+
+
+async def test_a_loop_held_by_the_database_is_paged_loop_stalled_once_it_can_be_recorded(tmp_path):
+    """Another process holds the database's lock for longer than monitor.loop_stale_s (not long enough to be a
+    failed write): the loop waits on it, and so did the monitor's own once-a-second look, which then never saw the
+    stall. The stall is seen while it lasts, and paged once the outbox can be written."""
+    hook = await Receiver().start()
+    settings = make_settings(tmp_path, market={"speed": 20.0}, monitor={"port": 0, "loop_stale_s": 1.0},
+                             alerts={"webhook_url": hook.url + "/hook", "retry_initial_s": 0.05,
+                                                               "retry_max_s": 0.2, "timeout_s": 2.0})
+    async with engine_session(settings) as host:
+        run = asyncio.ensure_future(host.engine.run())
+        try:
+            await until(lambda: host.engine.bars >= 3, what="bars")
+            held = threading.Event()
+
+            def hold_the_lock() -> None:
+                conn = sqlite3.connect(settings.db_path, timeout=10)
+                conn.execute("BEGIN EXCLUSIVE")
+                held.set()
+                time.sleep(3.5)
+                conn.rollback()
+                conn.close()
+            holder = threading.Thread(target=hold_the_lock)
+            holder.start()
+            await asyncio.get_running_loop().run_in_executor(None, held.wait)
+            await asyncio.get_running_loop().run_in_executor(None, holder.join)
+            await until(lambda: any(r.body.get("kind") == "LOOP_STALLED" for r in hook.delivered), timeout=30,
+                        what="the LOOP_STALLED page")
+            assert host.engine.state.value == "RUNNING"
+        finally:
+            host.engine.request_stop()
+            await run
+    await hook.stop()
