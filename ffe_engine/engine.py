@@ -41,7 +41,8 @@ from .entrylog import EntryLog
 from .errors import ControlError, FfeError, StartError, StorageError, damaged_database
 from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEvent, OverrideEvent, PositionClosed,
                      PositionOpened, ReconcileEvent, RunEvent, WeightsChanged)
-from .execution import CancelReport, OrderPath, below_minimum_at_stop, ended_unsold, side_to_close
+from .execution import (CancelReport, OrderPath, below_minimum_at_stop, dust_at_stop, ended_unsold,
+                        side_to_close)
 from .failed_cancels import FailedCancels
 from .flatten_entries import entry_end
 from .ids import IdSource
@@ -93,9 +94,8 @@ EXITS_HELD_KEY = "exits_held"
 # kv: the stop-loss and take-profit levels crossed whose positions are still held (the same shape), or null: their
 # exits sent again at each bar until one sells the position, by this run or the next (Engine._monitor).
 EXITS_OWED_KEY = "exits_owed"
-# A loop that has not turned for WOKEN_AFTER_S (seconds) was frozen or held: the next bar waits WAKE_S first, for the
-# controls asked meanwhile (_run_paced).
-WOKEN_AFTER_S = 3 * TURN_S
+# A loop back later than a turn's wait allows, by WAKE_S (seconds), was frozen or held: the next bar waits WAKE_S
+# first, for the controls asked meanwhile (_run_paced).
 WAKE_S = 0.5
 WARMUP_TURN = 500  # warm-up candles fed between two turns of the event loop
 
@@ -237,7 +237,7 @@ class Engine:
                                 portfolio=self.portfolio, bus=bus, clock=clock, trading=self.trading,
                                 on_fill=self._on_fill, settle_s=venue.settle_s,
                                 cancel_timeout_s=settings.engine.cancel_timeout_s, book=self._venue_book,
-                                ids=self.ids)
+                                ids=self.ids, fee_rate=settings.venue.fee_bps / 10_000.0)
         self.approvals = ApprovalDesk(store=store, bus=bus, orders=self.orders, portfolio=self.portfolio,
                                       trading=self.trading, clock=clock, ttl_s=self.opts.approval_ttl_s,
                                       mode=self.opts.approval, new_id=self.ids.new, size=self._size,
@@ -346,6 +346,7 @@ class Engine:
         # whether or not that bar crosses the level again: the price may be back by then, the crossing stands.
         # Stored (kv exits_owed) as last stored in `_owed_stored`, by a run that resumes.
         self._exits_owed: dict[str, tuple[OrderIntent, int]] = {}
+        self._next_probe = 0.0  # the engine's own probe of an open breaker, not before (monotonic: _probe_breaker)
         self._owed_stored: dict[str, list[Any]] = {}
         # symbol -> when the venue placed the order that opened its position, on the venue's clock (Fill.venue_ts):
         # where the prices its stop-loss and take-profit watch begin (_range_since).
@@ -863,12 +864,17 @@ class Engine:
         stop_wait = asyncio.ensure_future(self._stop.wait())
         nxt: asyncio.Future[Candle] | None = None
         stamp = self.liveness.turn
+        clock = self.clock
+        woke = False  # the loop came back later than its waits allow: frozen (SIGSTOP, a paused VM) or held
+        bar: list[Candle] = []  # the candles of the newest bar traded (one a symbol, one after the other)
         try:
             while not self._stop.is_set():
                 if nxt is None:
                     nxt = asyncio.ensure_future(it.__anext__())
                 # Bounded waits: a quiet market still turns the loop, so only a hung loop stops stamping.
+                asked = clock.monotonic()
                 done, _ = await asyncio.wait({nxt, stop_wait}, timeout=TURN_S, return_when=asyncio.FIRST_COMPLETED)
+                woke = woke or clock.monotonic() - asked > TURN_S + WAKE_S
                 if not done:
                     stamp()
                     continue
@@ -880,15 +886,32 @@ class Engine:
                 except StopAsyncIteration:
                     self._stopped_why = "the market feed ended"
                     break
-                if self.liveness.loop_age() > WOKEN_AFTER_S:
-                    # No turn for longer than a turn waits: the process was frozen (SIGSTOP, a paused VM) or held.
-                    # What the operator asked meanwhile (a halt waiting in the control socket, SIGUSR1) goes before
-                    # the bar is traded.
-                    await self.clock.sleep(WAKE_S)
-                    if self._stop.is_set():
-                        break
+                if woke or self.liveness.loop_age() > TURN_S + WAKE_S:
+                    # The process was frozen or held meanwhile: what the operator asked then (a halt waiting in the
+                    # control socket, SIGUSR1) goes before the bar is traded.
+                    woke = False
+                    await clock.sleep(WAKE_S)
                 await self.on_candle(c)
                 stamp()
+                bar = [*bar, c] if bar and bar[0].ts == c.ts else [c]
+            # A stop asked in the middle of a bar (a frozen engine woken with the stop and a candle both there): its
+            # other symbols' candles are traded first, as many as it lacks, so that the next start does not begin
+            # after a bar some symbols never traded. At most one a symbol, each waited for a turn at most.
+            for _ in range(len(self.symbols) - len(bar) if self._stop.is_set() and bar else 0):
+                if nxt is None:
+                    nxt = asyncio.ensure_future(it.__anext__())
+                finished, _ = await asyncio.wait({nxt}, timeout=TURN_S)
+                if not finished:
+                    break
+                got, nxt = nxt, None
+                try:
+                    c = got.result()
+                except StopAsyncIteration:
+                    break
+                await self.on_candle(c)
+                stamp()
+                if c.ts != bar[0].ts:
+                    break
         finally:
             if nxt is not None:
                 nxt.cancel()
@@ -1108,6 +1131,7 @@ class Engine:
                 await self._exits_after_hold()
                 await self._follow_flatten()
                 await self._follow_failed_cancels()
+                await self._probe_breaker()  # here only, never in a bar's way: it may wait on the exchange
                 await self._breaker_pause()
                 await self._persist_books()
                 await self.flush()
@@ -1455,7 +1479,6 @@ class Engine:
     async def _breaker_pause(self) -> None:
         """An opening of the breaker pauses a RUNNING engine once; the pause's reason follows the breaker while it
         is the breaker's own (breaker_pause.py)."""
-        await self._probe_breaker()
         await self.breaker_pause.keep_in_step(self.reconcile_blocked)
 
     async def _probe_breaker(self) -> None:
@@ -1467,8 +1490,11 @@ class Engine:
         b = self.breaker
         if self.sim_venue is not None or b.state == BREAKER_CLOSED or not b.allows():
             return
-        if b.by_kind[BREAKER_SEND] >= b.failure_threshold:
+        if b.by_kind[BREAKER_SEND] >= b.failure_threshold or self.clock.monotonic() < self._next_probe:
             return
+        # Its own pace too: an answer that is neither a failure nor a success (the exchange refusing the key) leaves
+        # the breaker as it was, letting a call through.
+        self._next_probe = self.clock.monotonic() + b.recovery_timeout_s
         with contextlib.suppress(VenueError, VenueUnavailable, BreakerOpen):
             await b.call(self.venue.fetch_balance)
 
@@ -1572,6 +1598,10 @@ class Engine:
         elif not sub.accepted and owed is None:
             log.warning("exit not placed: sent again at the next bar", symbol=c.symbol, reason=intent.reason.value,
                         error=sub.reason)
+        await self._store_exits_owed()
+
+    async def _store_exits_owed(self) -> None:
+        """The exits owed, stored when they changed, by a run that resumes."""
         if self.profile.resumable and self._owed_record() != self._owed_stored:
             self._owed_stored = self._owed_record()
             await self.store.put_kv(EXITS_OWED_KEY, self._owed_stored or None, self.clock.wall())
@@ -1723,8 +1753,8 @@ class Engine:
             d.outcome = "below_minimum"
             d.reason = f"size {qty:.8g} below venue minimum (min notional {market.min_notional})"
             return d.outcome, d.reason
-        stop = intent.stop_loss or 0.0  # one at or below zero is never crossed
-        if stop > 0.0 and market.below_minimum(qty, stop):
+        stop = intent.stop_loss or 0.0
+        if dust_at_stop(market, qty, stop, self.fee_rate):
             d.outcome = "below_minimum"
             d.reason = below_minimum_at_stop(qty, stop, market.min_notional)
             return d.outcome, d.reason
@@ -2753,6 +2783,12 @@ class Engine:
                 return _cancel_answer(ended, False, _ended_text(ended))
             ok, why = await self.orders.cancel_within(o, by=by)
             log.info("operator cancel", client_order_id=client_order_id, by=by, cancelled=ok, reason=why or None)
+            owed = self._exits_owed.get(o.symbol)
+            if owed is not None and o.reduce_only and o.reason is owed[0].reason:
+                # The operator's word on the stop's exit, not the exchange's: owed no more (the levels are watched
+                # again from the next bar).
+                del self._exits_owed[o.symbol]
+                await self._store_exits_owed()
             await self._persist_books()
             await self.flush()
             if not ok and o.status is OrderStatus.CANCELED and not present.ended_by_exchange(o.error):

@@ -36,7 +36,8 @@ from .clock import Clock
 from .errors import ControlError
 from .events import Event, EventBus, FillEvent, OrderEvent, OrderSettled, VenueFault
 from .ids import IdSource
-from .model import Fill, GateResult, Order, OrderReason, OrderRequest, OrderStatus, Side, VenueOrder, floor_to_step
+from .model import (Fill, GateResult, MarketInfo, Order, OrderReason, OrderRequest, OrderStatus, Side, VenueOrder,
+                    floor_to_step)
 from .portfolio import Portfolio, entry_day_of
 from .present import CANCELED_THERE, EXPIRED_THERE, REJECTED_THERE
 from .risk import EntryInFlight, Gatekeeper, OrderIntent, first_failure
@@ -105,7 +106,7 @@ class OrderPath:
     def __init__(self, *, store: Store, venue: Venue, breaker: CircuitBreaker, gatekeeper: Gatekeeper,
                  portfolio: Portfolio, bus: EventBus, clock: Clock, trading: TradingState, on_fill: FillHandler,
                  settle_s: float = 0.0, cancel_timeout_s: float = 5.0,
-                 book: Callable[[], dict[str, Any]] = dict, ids: IdSource | None = None) -> None:
+                 book: Callable[[], dict[str, Any]] = dict, ids: IdSource | None = None, fee_rate: float = 0.0) -> None:
         self.store = store
         self.venue = venue
         self.breaker = breaker
@@ -120,6 +121,7 @@ class OrderPath:
         # journal entry: a kill right after an accept must not leave an order the venue forgot.
         self.book = book
         self.settle_s = settle_s
+        self.fee_rate = fee_rate  # the venue's fee, which a buy may take in the coin bought (dust_at_stop)
         self.cancel_timeout_s = cancel_timeout_s
         self.ids = ids or IdSource()  # the client order ids; random unless a test fixes them
         self.live: dict[str, Order] = {}  # orders that are not final
@@ -391,8 +393,8 @@ class OrderPath:
         if market.below_minimum(qty, price):
             return self._refused(intent, gates, f"below venue minimum (qty {qty:.8g}, min notional "
                                                 f"{market.min_notional})", code="BELOW_MINIMUM")
-        stop = 0.0 if intent.reduce_only else intent.stop_loss or 0.0  # one at or below zero is never crossed
-        if stop > 0.0 and market.below_minimum(qty, stop):
+        stop = 0.0 if intent.reduce_only else intent.stop_loss or 0.0
+        if dust_at_stop(market, qty, stop, self.fee_rate):
             # Sold at its stop-loss the position would be less than the venue takes: dust there, which no exit sells.
             return self._refused(intent, gates, below_minimum_at_stop(qty, stop, market.min_notional),
                                  code="BELOW_MINIMUM")
@@ -1541,6 +1543,14 @@ def _end_of(o: Order) -> tuple[bool, str]:
 def _intent_of(o: Order) -> OrderIntent:
     return OrderIntent(symbol=o.symbol, side=o.side, quantity=o.quantity, reason=o.reason,
                        decision_id=o.decision_id, type=o.type, price=o.price, reduce_only=o.reduce_only)
+
+
+def dust_at_stop(market: MarketInfo, qty: float, stop_loss: float, fee_rate: float) -> bool:
+    """Whether an entry of `qty` would be below the venue's minimum sold at its stop-loss: what the position holds
+    after a fee taken in the coin bought, in whole amount steps. A stop-loss at or below zero is never crossed."""
+    if stop_loss <= 0.0:
+        return False
+    return market.below_minimum(floor_to_step(qty * (1.0 - fee_rate), market.amount_step), stop_loss)
 
 
 def below_minimum_at_stop(qty: float, stop_loss: float, min_notional: float) -> str:

@@ -238,11 +238,16 @@ def test_ctl_halt_gives_up_on_a_stopped_engine_in_one_line_and_the_halt_applies_
     assert engine.wait(timeout=30) == 0, engine.stderr
 
 
-@pytest.mark.parametrize("how", ["SIGUSR1", "ffe ctl halt"])
-def test_a_halt_asked_of_a_frozen_engine_comes_before_anything_it_does_on_waking(tmp_path, spawn_ffe, how):
+@pytest.mark.parametrize("how, speed, frozen_s", [
+    ("SIGUSR1", "20", 4.0), ("ffe ctl halt", "20", 4.0),
+    ("SIGUSR1", "20", 2.0),  # frozen for less than a bar's time
+    ("ffe ctl halt", "0.3", 5.0),  # bars 3.3 s apart: the loop's own wait ends first on waking, then the bar comes
+], ids=["usr1", "ctl", "usr1 short", "ctl slow bars"])
+def test_a_halt_asked_of_a_frozen_engine_comes_before_anything_it_does_on_waking(tmp_path, spawn_ffe, how, speed,
+                                                                                    frozen_s):
     """Frozen (SIGSTOP) past its next bar, a halt asked meanwhile waits in the socket or as a signal: on waking the
     engine halts before anything else, not after one more bar's decisions (which could send an entry)."""
-    engine = _start(spawn_ffe, tmp_path, "data")
+    engine = _start(spawn_ffe, tmp_path, "data", FFE_MARKET__SPEED=speed)
     db = tmp_path / "data" / "ffe.db"
     wait_until(lambda: db_value(db, "SELECT COUNT(*) FROM events WHERE event = 'decision'"), timeout=60,
                what="a decision")
@@ -250,7 +255,7 @@ def test_a_halt_asked_of_a_frozen_engine_comes_before_anything_it_does_on_waking
     asked = None
     try:
         frozen_at = db_value(db, "SELECT MAX(seq) FROM events")
-        time.sleep(4.0)  # past the next bar (one every 3 s at speed 20)
+        time.sleep(frozen_s)
         if how == "SIGUSR1":
             engine.send(signal.SIGUSR1)
         else:
@@ -266,6 +271,29 @@ def test_a_halt_asked_of_a_frozen_engine_comes_before_anything_it_does_on_waking
     assert after and after[0] == "engine_state", after[:5]
     engine.send(signal.SIGTERM)
     assert engine.wait(timeout=30) == 0, engine.stderr
+
+
+def test_a_stop_that_wakes_a_frozen_engine_finishes_the_bar_it_began(tmp_path, spawn_ffe):
+    """Stopped while frozen (SIGTERM, then SIGCONT): the engine wakes with the stop and a bar's first candle both
+    there. It trades the bar's other symbols too before it stops, so the next start goes on from the bar after it:
+    no bar some symbols never traded."""
+    engine = _start(spawn_ffe, tmp_path, "data")
+    db = tmp_path / "data" / "ffe.db"
+    wait_until(lambda: db_value(db, "SELECT COUNT(*) FROM decisions") >= 4, timeout=60, what="decisions")
+    engine.send(signal.SIGSTOP)
+    time.sleep(4.0)  # past the next bar (one every 3 s at speed 20)
+    engine.send(signal.SIGTERM)
+    engine.send(signal.SIGCONT)
+    assert engine.wait(timeout=60) == 0, engine.stderr
+    before = db_value(db, "SELECT COUNT(*) FROM decisions")
+    again = _start(spawn_ffe, tmp_path, "data", name="again")
+    wait_until(lambda: db_value(db, "SELECT COUNT(*) FROM decisions") >= before + 4, timeout=60, what="decisions")
+    again.send(signal.SIGTERM)
+    assert again.wait(timeout=60) == 0, again.stderr
+    for (symbol,) in db_rows(db, "SELECT DISTINCT symbol FROM decisions"):
+        bars = [r[0] for r in db_rows(db, "SELECT ts FROM decisions WHERE symbol = ? ORDER BY ts", (symbol,))]
+        steps = {b - a for a, b in zip(bars, bars[1:])}
+        assert steps == {60_000}, (symbol, sorted(steps))
 
 
 def test_a_socket_path_too_long_for_a_unix_socket_is_refused_at_load_before_anything_is_recorded(tmp_path):

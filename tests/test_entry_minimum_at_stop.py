@@ -7,6 +7,7 @@ from __future__ import annotations
 from ffe_engine.clock import SimClock
 from ffe_engine.model import OrderReason, Side
 from ffe_engine.risk import OrderIntent
+from live_helpers import fx  # noqa: F401  # a fixture
 from pipeline_helpers import BUY, make_settings, pipelines, replay_feed, wave
 
 _ = pipelines  # a fixture
@@ -56,3 +57,22 @@ async def test_the_order_path_refuses_such_an_entry_for_any_caller(tmp_path, pip
     assert not sub.accepted and sub.order is None
     assert sub.reason.startswith("below venue minimum at its stop-loss"), sub.reason
     assert await p.rows("SELECT * FROM orders") == []
+
+
+async def test_what_the_position_holds_after_a_fee_in_the_coin_bought_is_what_counts_at_the_stop(tmp_path, fx):
+    """On an exchange that takes a buy's fee in the coin bought, in whole amount steps: an entry worth the minimum at
+    its stop-loss as ordered, not as held (0.0002 BTC ordered, 0.00019 held in steps of 0.00001, at a stop of 25,010
+    USDT: 4.75 against a minimum of 5), is refused too."""
+    from live_helpers import BTC as LIVE_BTC
+    from test_live_engine import running_live
+
+    async with running_live(tmp_path, fx, engine={"reconcile_interval_s": 3600}) as running:
+        e = running.engine
+        market = e.venue.market(LIVE_BTC)
+        assert (market.amount_step, market.min_notional) == (0.00001, 5.0)
+        intent = OrderIntent(symbol=LIVE_BTC, side=Side.BUY, quantity=0.0002, reason=OrderReason.OPERATOR,
+                             ref_price=30_000.0, stop_loss=25_010.0, take_profit=31_000.0, by="ctl")
+        assert not market.below_minimum(0.0002, 25_010.0)  # as ordered it would pass
+        sub = await e.orders.submit(intent)
+        assert not sub.accepted and sub.reason.startswith("below venue minimum at its stop-loss"), sub.reason
+        assert LIVE_BTC not in e.portfolio.positions

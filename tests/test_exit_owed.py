@@ -144,3 +144,20 @@ async def test_a_halt_drops_the_exit_owed(tmp_path, pipelines):
     await p.bars(3)  # the bars after the dip cross nothing: nothing is sold
     assert [status for status, _ in await stop_exits(p)] == ["rejected"]
     assert BTC in e.portfolio.positions
+
+
+async def test_an_exit_the_operator_cancels_is_owed_no_more(tmp_path, pipelines):
+    """The operator cancels the stop-loss's exit: their word, not the exchange's refusal. The next bars, which cross
+    nothing, send no exit; the level is watched again from them."""
+    s = make_settings(tmp_path, symbols=(BTC,))
+    clock, script = ManualClock(), {}
+    p = await pipelines(s, script=script, feed=dip_feed(tmp_path, clock), clock=clock)
+    e = p.engine
+    await entered(p, script)
+    await p.bars(1)  # the dip: the exit placed, filled by the paper venue at the next candle's open
+    (working,) = [o for o in e.orders.live.values() if o.reason.value == "stop_loss"]
+    assert (await e.operator_cancel(working.client_order_id, by="operator"))["cancelled"]
+    assert await owed_stored(p) is None
+    await p.bars(3)
+    assert [status for status, _ in await stop_exits(p)] == ["canceled"]
+    assert BTC in e.portfolio.positions
