@@ -18,7 +18,7 @@ import pytest
 from ffe_engine import present
 from ffe_engine.errors import ControlError
 from ffe_engine.model import EngineState
-from live_helpers import (BTC, GET_ORDER, POST_ORDER, SteppedClock, engine_loop, fx, rows,  # noqa: F401
+from live_helpers import (BTC, GET_ORDER, POST_ORDER, SteppedClock, engine_loop, fx, next_bar, rows,  # noqa: F401
                           stored_events, wait_for)
 from receiver import Receiver
 from test_alerts import FAST, kinds
@@ -165,3 +165,48 @@ async def test_a_breaker_opened_by_reads_is_probed_by_the_engine_and_closes_once
             await asyncio.sleep(0.5)  # the records written
         said = [(previous, state) for previous, state, _ in transitions(db)]
         assert said == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")], said
+
+
+async def test_the_engine_s_probe_answered_neither_way_is_not_repeated_before_another_recovery_time(tmp_path, fx):
+    """The probe's balance read answered with a refusal that neither closes nor fails the breaker (the exchange
+    refusing the key): the engine reads no more than once per recovery time all the same, not at every turn."""
+    clock = SteppedClock()
+    async with running_live(tmp_path, fx, clock=clock, breaker=BREAKER, engine={**QUIET, "order_poll_s": 0.1}) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.down = True
+            for _ in range(3):
+                with pytest.raises(ControlError):
+                    await e.balances()
+            fx.down = False
+            fx.fault(ACCOUNT, "error", times=1000, status=401, code=-2015,
+                     msg="Invalid API-key, IP, or permissions for action.")
+            asked = len(fx.requests_to(ACCOUNT))
+            clock.forward(61.0)
+            await wait_for(lambda: len(fx.requests_to(ACCOUNT)) > asked, timeout=15, what="the probe")
+            await asyncio.sleep(2.0)  # twenty turns of the loop's upkeep
+            assert len(fx.requests_to(ACCOUNT)) == asked + 1
+            clock.forward(61.0)
+            await wait_for(lambda: len(fx.requests_to(ACCOUNT)) > asked + 1, timeout=15, what="the next probe")
+
+
+async def test_a_bar_never_waits_for_the_engine_s_probe(tmp_path, fx):
+    """The probe is the loop's upkeep, never a bar's: an account route that hangs once the breaker is past its
+    recovery time holds up no bar (a bar waiting for a read and its retries would stall the loop)."""
+    clock = SteppedClock()
+    async with running_live(tmp_path, fx, clock=clock, breaker=BREAKER, engine=QUIET) as running:
+        e = running.engine
+        fx.fault(ACCOUNT, "5xx_not_executed", times=1000)
+        for _ in range(3):
+            with pytest.raises(ControlError):
+                await e.balances()
+        assert e.breaker.state == "open"
+        fx.clear_faults(ACCOUNT)
+        fx.fault(ACCOUNT, "hang", seconds=3600, times=1000)
+        asked = len(fx.requests_to(ACCOUNT))
+        clock.forward(61.0)
+        try:
+            assert await asyncio.wait_for(next_bar(e, fx), timeout=5.0)
+            assert len(fx.requests_to(ACCOUNT)) == asked
+        finally:
+            fx.end_hangs()
