@@ -171,7 +171,8 @@ async def test_the_engine_s_probe_answered_neither_way_is_not_repeated_before_an
     """The probe's balance read answered with a refusal that neither closes nor fails the breaker (the exchange
     refusing the key): the engine reads no more than once per recovery time all the same, not at every turn."""
     clock = SteppedClock()
-    async with running_live(tmp_path, fx, clock=clock, breaker=BREAKER, engine={**QUIET, "order_poll_s": 0.1}) as running:
+    quick = {**QUIET, "order_poll_s": 0.1}
+    async with running_live(tmp_path, fx, clock=clock, breaker=BREAKER, engine=quick) as running:
         e = running.engine
         async with engine_loop(e):
             fx.down = True
