@@ -40,7 +40,7 @@ from .errors import ArgumentError, DamagedDatabase, StorageError, UsageError, da
 from .events import EVENT_TYPES
 from .store import (BACKTEST_ADAPTIVE_KEY, BACKTEST_RECORDS_KEY, EventHead, Records, check_files, events_end,
                     open_read_only, peek_foreign, refuse_damaged_wal, refuse_foreign, refuse_newer_schema,
-                    refuse_not_a_file)
+                    refuse_headerless, refuse_not_a_file)
 
 BLOCK = 64 * 1024  # bytes read at a time when walking the audit file backwards
 POLL_S = 0.2  # how often `audit tail -f` looks at the file
@@ -680,6 +680,7 @@ def open_db(path: Path) -> sqlite3.Connection:
     refuse_not_a_file(path)
     if not reach.is_file(path):
         raise UsageError(f"no database at {path} (is --data-dir right?)")
+    refuse_headerless(path)
     peek_foreign(path)
     if starting_engine(path.parent) is None:  # beside a running engine its WAL is being written
         refuse_damaged_wal(path)  # read without its newest commits, the records would be said wrong

@@ -1026,11 +1026,17 @@ def check_files(path: Path | str, new_ok: bool, *, whole_wal: bool = False) -> b
     size = path.stat().st_size if path.exists() else None
     if not size and not new_ok:
         raise lost_database(path, "is missing" if size is None else "holds no records")
-    if size and not _sqlite_header(path) and hot_journal(path) is None:
-        # SQLite reads a file shorter than its header as an empty database, which a start would make a new account
-        # in, writing over what is there. (Beside a hot journal, a first transaction killed half way: rolled back.)
-        raise damaged_database(path, "is no SQLite database: it does not begin with SQLite's header")
+    if size:
+        refuse_headerless(path)
     return bool(size)
+
+
+def refuse_headerless(path: Path) -> None:
+    """DamagedDatabase for a file there that does not begin with SQLite's header: SQLite reads one shorter than its
+    header as an empty database, which a start would make a new account in, writing over what is there. (Beside a
+    hot journal, a first transaction killed half way: rolled back.)"""
+    if reach.is_file(path) and path.stat().st_size and not _sqlite_header(path) and hot_journal(path) is None:
+        raise damaged_database(path, "is no SQLite database: it does not begin with SQLite's header")
 
 
 def _sqlite_header(path: Path) -> bool:
@@ -2822,6 +2828,7 @@ class Records:
             raise UsageError(f"{self.path}: no database here (is --data-dir right?)")
         if self.path.stat().st_size == 0:
             raise UsageError(f"{self.path}: the database is empty (0 bytes), no records here (is --data-dir right?)")
+        refuse_headerless(self.path)
         peek_foreign(self.path)
         try:
             self.conn = open_read_only(self.path)
@@ -3153,6 +3160,8 @@ def saved_state(path: Path | str, *, check: bool = True) -> dict[str, Any] | Non
         refuse_not_a_file(path)
     if not reach.is_file(path):
         return None
+    if check:
+        refuse_headerless(path)
     peek_foreign(path)  # always: opened the usual way, another application's WAL database would get files beside it
     try:
         conn = open_read_only(path)

@@ -175,8 +175,13 @@ def test_a_file_shorter_than_a_database_is_no_first_start(tmp_path, content):
     assert_refused(proc, db, content)
     assert proc.returncode == 1 and "is no SQLite database" in proc.stderr, proc.stderr
     assert beside_database(db) == ["ffe.db"]
-    proc = run_ffe(tmp_path, "doctor", timeout=30)
-    assert proc.returncode == 1 and "is no SQLite database" in proc.stderr, (proc.returncode, proc.stderr)
+    for command, code in ((("doctor",), 1), (("backup", "--to", "backups"), 1), (("report", "trades"), 1),
+                          (("audit", "show", "1"), 1), (("audit", "verify"), 2)):
+        proc = run_ffe(tmp_path, *command, timeout=30)
+        assert proc.returncode == code and "is no SQLite database" in proc.stderr, (command, proc.returncode,
+                                                                                    proc.stderr)
+    proc = run_ffe(tmp_path, "config", "check", timeout=30)
+    assert proc.returncode == 0 and "is no SQLite database" in proc.stdout and "next start will stop" in proc.stdout
     assert db.read_bytes() == content
 
 
