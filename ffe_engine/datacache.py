@@ -267,7 +267,8 @@ class DataCache:
         except OSError:
             return
         total = sum(st.st_size for st, _ in entries)
-        short = max(0, self.keep_free - (self._free() or self.keep_free)) if self.keep_free else 0
+        free = self._free() if self.keep_free else None
+        short = max(0, self.keep_free - free) if free is not None else 0  # (none free at all is short too)
         for st, p in sorted(entries, key=lambda e: e[0].st_mtime_ns):
             if total <= self.limit_bytes and short <= 0:
                 break

@@ -543,3 +543,18 @@ def test_an_entry_that_is_no_file_is_not_waited_on(tmp_path: Path) -> None:
     again.wait()
     assert (again.hits, again.misses) == (0, 1)
     assert stat.S_ISREG(entry.stat().st_mode)
+
+
+def test_a_file_system_with_nothing_free_keeps_no_entry(tmp_path: Path) -> None:
+    """Nothing free at all (0 bytes) is less than the room to keep: every entry goes as a run starts."""
+    cache = datacache.DataCache(tmp_path / "cache", 1 << 30)
+    cache.series(BTC_CSV, "BTC/USD")
+    cache.wait()
+    assert len(entries(cache.root)) == 1
+
+    class Full(datacache.DataCache):
+        def _free(self) -> int | None:  # the file system's answer on a full disk
+            return 0
+
+    Full(cache.root, 1 << 30, keep_free=20_000_000).prune()
+    assert entries(cache.root) == []
