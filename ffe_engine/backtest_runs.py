@@ -145,7 +145,14 @@ def trail_apart(settings: Settings) -> str | None:
     command that reads a database with its audit trail (the account's trail beside a run's database would read as
     edited or cut short, or as the run's); None otherwise."""
     level = run_records(settings)
-    if level is None or not account_logs(settings):
+    if level is None:
+        return None
+    run, logs = settings.data_dir.name, settings.log_dir.name
+    if RUN_ID.fullmatch(run) and RUN_ID.fullmatch(logs) and run != logs:  # another run's log folder
+        return (f"{not_an_account(settings, level)}: its audit trail is in its own log folder, not {settings.log_dir} "
+                f"(run {logs}'s); add --log-dir {settings.log_dir.parent / run} (`ffe backtest --list` names a run's "
+                "folders)")
+    if not account_logs(settings):
         return None
     return (f"{not_an_account(settings, level)}: its audit trail is in its own log folder; add --log-dir "
             f"{run_log_dir(settings)} (`ffe backtest --list` names a run's folders)")

@@ -324,6 +324,17 @@ def test_doctor_of_a_full_run_without_its_own_log_folder_names_that_folder_rathe
     assert verify.returncode == 2, verify.stdout + verify.stderr
 
 
+def test_doctor_and_verify_of_a_run_given_another_run_s_log_folder_name_the_right_one_rather_than_damage(runs_dir):
+    full = sorted(run for run, report in reports(runs_dir).items() if report["records"] == "full")
+    assert len(full) == 2
+    data, other = f"data/backtests/{full[0]}", f"logs/backtests/{full[1]}"
+    for command in (("doctor",), ("audit", "verify")):
+        proc = run_ffe(runs_dir, *command, "--data-dir", data, "--log-dir", other)
+        assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
+        line = one_error_line(proc)
+        assert f"add --log-dir logs/backtests/{full[0]}" in line and "edited" not in line, line
+
+
 def test_doctor_still_finds_a_run_s_damage(runs_dir, tmp_path):
     cwd = copy(runs_dir, tmp_path / "runs")
     data, logs = run_of(cwd, "full")
