@@ -9,6 +9,7 @@ import fcntl
 import json
 import os
 import shlex
+import signal
 import stat
 import sys
 from pathlib import Path
@@ -247,12 +248,16 @@ def backtest(args: argparse.Namespace) -> int:
     # stdout is the summary; the engine's log lines go to stderr, with the configured secrets redacted.
     setup_logging(settings.logging.level, secrets=settings.secrets(), stream=sys.stderr)
     cache = bt.data_cache(settings)
-    series = bt.load_files(args.files, lenient=args.lenient, cache=cache)
+    try:
+        series = bt.load_files(args.files, lenient=args.lenient, cache=cache)
+    except KeyboardInterrupt:
+        raise Interrupted("backtest interrupted while it read its files: nothing written") from None
     for symbol, ser in series.items():
         if ser.skipped:  # said at once, on stderr, and again in the summary
             sys.stderr.write(masked(f"ffe: {symbol}: {fmt.counted(ser.skipped, 'bad row')} skipped (--lenient); first: "
                                     f"{'; '.join(ser.skip_reasons)}\n"))
     run_id = bt.new_run_id()
+    interrupt = signal.getsignal(signal.SIGINT)
     try:
         report = run_cancelled_once(bt.run_backtest(settings, series, run_id=run_id, records=args.records,
                                                     cache=cache))
@@ -266,14 +271,17 @@ def backtest(args: argparse.Namespace) -> int:
                               f"{data_dir / 'ffe.db'}") from None
         raise Interrupted(f"backtest {run_id} interrupted; its records so far are in {data_dir / 'ffe.db'} and "
                           f"{log_dir / bt.AUDIT_NAME}") from None
-    try:
-        _print(masked(format_summary(report)))  # its skipped rows quote the file's cells
-    finally:  # written when the summary's reader went away (`| head`) too: the user asked for it
-        if report_path is not None:
-            try:
-                _write_whole(report_path, json.dumps(report, indent=1))
-            except OSError as exc:  # checked before the run: the disk filled or the directory changed since
-                raise StorageError(f"--report {args.report}: cannot write ({exc.strerror or exc})") from None
+    try:  # the run done, ^C is ignored until what it did is said (run_cancelled_once)
+        try:
+            _print(masked(format_summary(report)))  # its skipped rows quote the file's cells
+        finally:  # written when the summary's reader went away (`| head`) too: the user asked for it
+            if report_path is not None:
+                try:
+                    _write_whole(report_path, json.dumps(report, indent=1))
+                except OSError as exc:  # checked before the run: the disk filled or the directory changed since
+                    raise StorageError(f"--report {args.report}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        signal.signal(signal.SIGINT, interrupt)
     return 0
 
 

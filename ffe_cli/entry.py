@@ -37,7 +37,11 @@ def main() -> int:
     early = EarlySignals()
     from .main import main as cli
 
-    return cli(early=early)
+    code = cli(early=early)
+    # Done: a ^C while the interpreter shuts down would end the process killed by SIGINT, the command's exit code
+    # (and what it said it did) lost.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return code
 
 
 if __name__ == "__main__":

@@ -59,7 +59,8 @@ def held() -> Iterator[None]:
 
 def run_cancelled_once(main: Coroutine[Any, Any, T]) -> T:
     """asyncio.run(main), SIGINT cancelling it once: it ends in order, then KeyboardInterrupt is raised. SIGINT is
-    ignored from the first on, for the rest of the process (which is ending)."""
+    ignored from the first on, for the rest of the process (which is ending); and once `main` has returned, until
+    the caller puts back the handler it had (what is left is to say what it did: a ^C then cuts nothing short)."""
     task: asyncio.Task[Any] | None = None
     interrupted = False
 
@@ -82,11 +83,15 @@ def run_cancelled_once(main: Coroutine[Any, Any, T]) -> T:
 
         previous = signal.signal(signal.SIGINT, on_sigint)
         try:
-            return runner.run(tracked())
+            result = runner.run(tracked())
         except asyncio.CancelledError:
             if interrupted:
                 raise KeyboardInterrupt from None
+            signal.signal(signal.SIGINT, previous)
             raise
-        finally:
+        except BaseException:
             if not interrupted:
                 signal.signal(signal.SIGINT, previous)
+            raise
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return result

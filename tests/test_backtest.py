@@ -10,6 +10,7 @@ import math
 import os
 import re
 import signal
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -288,6 +289,47 @@ def test_more_ctrl_c_while_a_backtest_closes_its_records_cut_nothing_short(tmp_p
     assert len(lines) == 1 and "interrupted; its records so far are in" in lines[0], p.stderr
     db = tmp_path / re.search(r"are in (\S+) and", lines[0]).group(1)
     assert db_value(db, "PRAGMA integrity_check") == "ok"
+
+
+def _has_open(pid: int, name: str) -> bool:
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}").endswith(name) for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
+def test_ctrl_c_while_a_backtest_reads_its_files_says_so_in_one_line(tmp_path, spawn_ffe):
+    p = spawn_ffe(tmp_path, "backtest", BTC_CSV, ETH_CSV, env=ffe_env(FFE_BACKTEST__CACHE_MB="0"))
+    wait_until(lambda: _has_open(p.pid, Path(BTC_CSV).name) or not p.alive(), interval=0.002, what="the file read")
+    p.send(signal.SIGINT)
+    assert p.wait(timeout=30) == 130
+    lines = [x for x in p.stderr.splitlines() if "[info" not in x and x.strip()]
+    assert lines == ["ffe: backtest interrupted while it read its files: nothing written"], p.stderr
+    assert not (tmp_path / "data" / "backtests").exists()
+
+
+def test_ctrl_c_once_the_run_is_done_cuts_nothing_short(tmp_path, spawn_ffe):
+    """The run done, what is left is to say what it did: a ^C then (the report written into a pipe nobody reads
+    yet) is ignored; the summary and the report are whole, exit 0."""
+    (tmp_path / "BTC-USD_1h.csv").write_text("".join(sample_head(BTC_CSV, 300)))
+    report = tmp_path / "report.fifo"
+    os.mkfifo(report)
+    p = spawn_ffe(tmp_path, "backtest", "BTC-USD_1h.csv", "--records", "summary", "--report", str(report))
+    wait_until(lambda: "backtest " in p.stdout or not p.alive(), timeout=60, what="the summary")
+    for _ in range(5):
+        p.send(signal.SIGINT)
+        time.sleep(0.05)
+    # The report is written only now, its reader come (should ffe have gone, a writer of the test's own ends the wait).
+    unblock = threading.Timer(30.0, lambda: os.close(os.open(report, os.O_WRONLY | os.O_NONBLOCK)))
+    unblock.start()
+    try:
+        with open(report) as f:
+            text = f.read()
+    finally:
+        unblock.cancel()
+    assert p.wait(timeout=30) == 0, p.stderr
+    assert json.loads(text)["bars"] == 300
+    assert "interrupted" not in p.stderr and "Traceback" not in p.stderr
 
 
 def _cmdline_has(pid: str, text: str) -> bool:
