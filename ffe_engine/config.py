@@ -892,7 +892,8 @@ def _toml_key_lines(text: str, headers: set[Path_] | None = None, deep: list[int
     text: track the current [table], and skip the insides of multi-line strings and arrays so their contents are
     not read as keys. Keys inside an inline table are not listed; lookups fall back to the line of the enclosing
     key. The tables a dotted key or header makes on the way (`x` of `x.y = 1` or `[x.y]`) are listed at the first
-    line that makes them, as headers: an unknown `x` is named by that line, a default beside `y` by none."""
+    line that makes them, as headers: an unknown `x` is named by that line, and a default beside `y` by it as a
+    start of the file to look in, as a default under a [table] header is by the header's."""
     lines: dict[Path_, int] = {}
 
     def made_on_the_way(path: Path_, number: int) -> None:

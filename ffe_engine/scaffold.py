@@ -35,15 +35,16 @@ def write_starter_files(directory: str | Path, *, force: bool = False) -> list[P
     if reach.exists(target) and not target.is_dir():
         raise ScaffoldError(f"{target}: not a directory")
     paths = [target / name for name in STARTER_FILES]
+    for path in paths:
+        # A directory, a FIFO or a device (or a link to one) is never replaced by a file nor written into: said
+        # first, as --force would not overwrite it either.
+        kind = kind_of(path)
+        if kind is not None:
+            raise ScaffoldError(f"{path}: is {kind}, not a file: nothing written")
     existing = [p for p in paths if p.exists() or p.is_symlink()]
     if existing and not force:
         verb = "exists" if len(existing) == 1 else "exist"
         raise ScaffoldError(f"{', '.join(map(str, existing))} already {verb} (--force overwrites)")
-    for path in paths:
-        # A directory, a FIFO or a device (or a link to one) is never replaced by a file nor written into.
-        kind = kind_of(path)
-        if kind is not None:
-            raise ScaffoldError(f"{path}: is {kind}, not a file: nothing written")
     # Each file written beside its place first, then all moved into place: a failure part way (a full disk, a
     # read-only file) leaves what was there as it was.
     staged: list[tuple[Path, Path]] = []

@@ -104,10 +104,11 @@ def test_ffe_init_force_over_a_fifo_names_it_and_writes_nothing(tmp_path, throug
     else:
         os.mkfifo(tmp_path / "config.toml")
         kind = "a FIFO"
-    proc = run_ffe(tmp_path, "init", "--force")
-    assert proc.returncode == 2, proc.stderr
-    line = one_error_line(proc.stderr)
-    assert line == f"ffe: error: {Path('.') / 'config.toml'}: is {kind}, not a file: nothing written", line
+    for force in (["--force"], []):  # without --force too: not told that --force would overwrite it
+        proc = run_ffe(tmp_path, "init", *force)
+        assert proc.returncode == 2, proc.stderr
+        line = one_error_line(proc.stderr)
+        assert line == f"ffe: error: {Path('.') / 'config.toml'}: is {kind}, not a file: nothing written", line
     assert (tmp_path / "config.toml").is_fifo()
     assert not (tmp_path / ".env.example").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["config.toml", *(["pipe"] if through_a_link else [])])
