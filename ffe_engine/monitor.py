@@ -231,10 +231,10 @@ class Monitor:
             bar_age = e.liveness.bar_age(sym)
             if bar_age > limit and sym not in self._stale:
                 self._stale.add(sym)
+                bars = fmt.counted(self.settings.risk.stale_after_bars, "bar")
                 out.append(Alert("STALE_DATA", f"STALE_DATA:{sym}", "warn",
                                  f"ffe {sym}: no market data for {bar_age:.0f}s (limit {limit:g}s). Entries on it "
-                                 f"are refused once its last bar is {fmt.counted(self.settings.risk.stale_after_bars, 'bar')} old "
-                                 "(DATA_STALE)."))
+                                 f"are refused once its last bar is {bars} old (DATA_STALE)."))
             elif bar_age <= limit and sym in self._stale:
                 self._stale.discard(sym)
                 self.notifier.cleared(f"STALE_DATA:{sym}")

@@ -214,10 +214,10 @@ def test_a_database_that_cannot_be_read_is_bad_input_with_no_trail_beside_it_too
     shutil.rmtree(copy / "logs")
     without = verify(copy)
     assert with_trail[0] == without[0] == 2, (with_trail, without)
-    assert without[2] == with_trail[2] == ("ffe: error: data/ffe.db: the database is damaged (is no SQLite database: it "
-                                           "does not begin with SQLite's header); it was left as it is: restore it "
-                                           "from a backup, or move it and the audit trail away to start a new "
-                                           "account\n")
+    assert without[2] == with_trail[2] == (
+        "ffe: error: data/ffe.db: the database is damaged (is no SQLite database: it does not begin with SQLite's "
+        "header); it was left as it is: restore it from a backup, or move it and the audit trail away to start a new "
+        "account\n")
     # `ffe audit tail` goes on without the database, as the file holds the records: there is no file here
     tail = run_ffe(copy, "audit", "tail", "--data-dir", "data", "--log-dir", "logs")
     assert tail.returncode == 2, tail.stderr
