@@ -237,7 +237,12 @@ class Engine:
                                 portfolio=self.portfolio, bus=bus, clock=clock, trading=self.trading,
                                 on_fill=self._on_fill, settle_s=venue.settle_s,
                                 cancel_timeout_s=settings.engine.cancel_timeout_s, book=self._venue_book,
-                                ids=self.ids, fee_rate=settings.venue.fee_bps / 10_000.0)
+                                ids=self.ids,
+                                # What a buy's fee may take of the coin bought: an exchange's (Binance takes it so,
+                                # unless paid in BNB), as venue.fee_bps estimates it; the paper venue charges its
+                                # fee in the quote currency.
+                                base_fee_rate=(0.0 if isinstance(venue, SimulatedVenue)
+                                               else settings.venue.fee_bps / 10_000.0))
         self.approvals = ApprovalDesk(store=store, bus=bus, orders=self.orders, portfolio=self.portfolio,
                                       trading=self.trading, clock=clock, ttl_s=self.opts.approval_ttl_s,
                                       mode=self.opts.approval, new_id=self.ids.new, size=self._size,
@@ -1754,7 +1759,7 @@ class Engine:
             d.reason = f"size {qty:.8g} below venue minimum (min notional {market.min_notional})"
             return d.outcome, d.reason
         stop = intent.stop_loss or 0.0
-        if dust_at_stop(market, qty, stop, self.fee_rate):
+        if dust_at_stop(market, qty, stop, self.orders.base_fee_rate):
             d.outcome = "below_minimum"
             d.reason = below_minimum_at_stop(qty, stop, market.min_notional)
             return d.outcome, d.reason

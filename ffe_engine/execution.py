@@ -106,7 +106,8 @@ class OrderPath:
     def __init__(self, *, store: Store, venue: Venue, breaker: CircuitBreaker, gatekeeper: Gatekeeper,
                  portfolio: Portfolio, bus: EventBus, clock: Clock, trading: TradingState, on_fill: FillHandler,
                  settle_s: float = 0.0, cancel_timeout_s: float = 5.0,
-                 book: Callable[[], dict[str, Any]] = dict, ids: IdSource | None = None, fee_rate: float = 0.0) -> None:
+                 book: Callable[[], dict[str, Any]] = dict, ids: IdSource | None = None,
+                 base_fee_rate: float = 0.0) -> None:
         self.store = store
         self.venue = venue
         self.breaker = breaker
@@ -121,7 +122,7 @@ class OrderPath:
         # journal entry: a kill right after an accept must not leave an order the venue forgot.
         self.book = book
         self.settle_s = settle_s
-        self.fee_rate = fee_rate  # the venue's fee, which a buy may take in the coin bought (dust_at_stop)
+        self.base_fee_rate = base_fee_rate  # the fee a buy may take in the coin bought (dust_at_stop)
         self.cancel_timeout_s = cancel_timeout_s
         self.ids = ids or IdSource()  # the client order ids; random unless a test fixes them
         self.live: dict[str, Order] = {}  # orders that are not final
@@ -394,7 +395,7 @@ class OrderPath:
             return self._refused(intent, gates, f"below venue minimum (qty {qty:.8g}, min notional "
                                                 f"{market.min_notional})", code="BELOW_MINIMUM")
         stop = 0.0 if intent.reduce_only else intent.stop_loss or 0.0
-        if dust_at_stop(market, qty, stop, self.fee_rate):
+        if dust_at_stop(market, qty, stop, self.base_fee_rate):
             # Sold at its stop-loss the position would be less than the venue takes: dust there, which no exit sells.
             return self._refused(intent, gates, below_minimum_at_stop(qty, stop, market.min_notional),
                                  code="BELOW_MINIMUM")

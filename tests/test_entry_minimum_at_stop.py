@@ -76,3 +76,20 @@ async def test_what_the_position_holds_after_a_fee_in_the_coin_bought_is_what_co
         sub = await e.orders.submit(intent)
         assert not sub.accepted and sub.reason.startswith("below venue minimum at its stop-loss"), sub.reason
         assert LIVE_BTC not in e.portfolio.positions
+
+
+async def test_the_paper_venue_takes_its_fee_in_the_quote_so_a_whole_step_held_is_sold_at_the_stop(tmp_path, pipelines):
+    """The paper venue charges its fee in the quote currency: an entry of one amount step holds that whole step, worth
+    more than the minimum at its stop-loss, and is sent (a fee taken from the coin bought would leave less than a
+    step, which no exit could sell: not here)."""
+    s = make_settings(tmp_path, symbols=(BTC,), risk=ALL_IN, venue={"starting_cash": 1000.0, "min_notional": 10.0,
+                                                                     "amount_step": 1.0})
+    clock = SimClock()
+    p = await pipelines(s, script={}, feed=replay_feed(tmp_path, {BTC: wave(64, base=100.0, amp=0.03, period=7)},
+                                                       clock), clock=clock)
+    await p.bars(60)
+    price = p.engine.portfolio.last_price[BTC]
+    intent = OrderIntent(symbol=BTC, side=Side.BUY, quantity=1.0, reason=OrderReason.OPERATOR, ref_price=price,
+                         stop_loss=price * 0.97, take_profit=price * 1.2, by="ctl")
+    sub = await p.engine.orders.submit(intent)
+    assert sub.accepted, sub.reason
