@@ -901,7 +901,9 @@ class Engine:
                 bar = [*bar, c] if bar and bar[0].ts == c.ts else [c]
             # A stop asked in the middle of a bar (a frozen engine woken with the stop and a candle both there): its
             # other symbols' candles are traded first, as many as it lacks, so that the next start does not begin
-            # after a bar some symbols never traded. At most one a symbol, each waited for a turn at most.
+            # after a bar some symbols never traded. At most one a symbol, each waited for a turn at most; a candle
+            # of a later bar (a symbol whose file ended lacks from every bar) is left to the next start, which the
+            # feed's state hands it to as it was not traded.
             for _ in range(len(self.symbols) - len(bar) if self._stop.is_set() and bar else 0):
                 if nxt is None:
                     nxt = asyncio.ensure_future(it.__anext__())
@@ -913,10 +915,10 @@ class Engine:
                     c = got.result()
                 except StopAsyncIteration:
                     break
-                await self.on_candle(c)
-                stamp()
                 if c.ts != bar[0].ts:
                     break
+                await self.on_candle(c)
+                stamp()
         finally:
             if nxt is not None:
                 nxt.cancel()

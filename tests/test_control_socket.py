@@ -386,3 +386,26 @@ def test_a_socket_whose_directory_cannot_be_one_is_refused_by_config_check_and_s
         assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     if way == "a file":
         assert (tmp_path / "afile").read_text() == "precious\n"
+
+
+def test_a_stop_trades_no_later_bar_where_a_replayed_file_has_ended(tmp_path, spawn_ffe):
+    """Three files replayed, one ended early: its symbol lacks from every later bar. A stop then finishes no bar for
+    it, and trades no candle of a later bar (a decision made after the stop was asked)."""
+    from conftest import BTC_CSV, ETH_CSV, sample_head
+
+    (tmp_path / "BTC-USD.csv").write_text("".join(sample_head(BTC_CSV, 400)))
+    (tmp_path / "ETH-USD.csv").write_text("".join(sample_head(ETH_CSV, 400)))
+    (tmp_path / "SOL-USD.csv").write_text("".join(sample_head(BTC_CSV, 60)))  # ends early
+    (tmp_path / "config.toml").write_text(
+        '[market]\nsource = "replay"\nspeed = 20.0\n'
+        'replay_files = { "BTC/USD" = "BTC-USD.csv", "ETH/USD" = "ETH-USD.csv", "SOL/USD" = "SOL-USD.csv" }\n'
+        '[engine]\nsymbols = ["BTC/USD", "ETH/USD", "SOL/USD"]\ntimeframe = "1h"\nwarmup_bars = 30\n'
+        '[venue]\nquote = "USD"\n[monitor]\nport = 0\n')
+    engine = spawn_ffe(tmp_path, "run", "--headless")
+    db = tmp_path / "data" / "ffe.db"
+    decided = "SELECT COUNT(*) FROM decisions WHERE symbol = 'BTC/USD'"
+    wait_until(lambda: (db.exists() and db_value(db, decided) or 0) >= 40, timeout=90, what="bars after SOL's end")
+    engine.send(signal.SIGTERM)
+    assert engine.wait(timeout=60) == 0, engine.stderr
+    last = db_value(db, "SELECT MAX(ts) FROM decisions")
+    assert {r[0] for r in db_rows(db, "SELECT symbol FROM decisions WHERE ts = ?", (last,))} == {"BTC/USD", "ETH/USD"}
