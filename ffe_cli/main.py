@@ -508,7 +508,8 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
             _reader_gone()
         print(f"ffe: error: standard output cannot be written: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the command could say what it was doing (its modules still loading)
+        print("ffe: interrupted", file=_error_stream())
         return 130
 
 

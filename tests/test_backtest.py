@@ -308,6 +308,20 @@ def test_ctrl_c_while_a_backtest_reads_its_files_says_so_in_one_line(tmp_path, s
     assert not (tmp_path / "data" / "backtests").exists()
 
 
+def test_a_ctrl_c_taken_before_the_command_began_says_it_was_interrupted_in_one_line(tmp_path, capsys,
+                                                                                      monkeypatch):
+    """A ^C while ffe's modules were still loading is held from its first step and handed back to the command as it
+    begins: exit 130 with one line, as any ^C, not silence."""
+    from ffe_cli.entry import EarlySignals
+    from ffe_cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    early = EarlySignals()
+    early.received.append(signal.SIGINT)  # as its handler records a ^C
+    assert main(["backtest", "--list"], early=early) == 130
+    assert capsys.readouterr().err == "ffe: interrupted\n"
+
+
 def test_ctrl_c_once_the_run_is_done_cuts_nothing_short(tmp_path, spawn_ffe):
     """The run done, what is left is to say what it did: a ^C then (the report written into a pipe nobody reads
     yet) is ignored; the summary and the report are whole, exit 0."""
