@@ -188,6 +188,12 @@ def config_check(args: argparse.Namespace) -> int:
 
         replay_series(settings)
     text = render_settings(settings)
+    from ffe_engine.store import hot_journal
+
+    if hot_journal(settings.db_path) is not None:  # what it holds is known once the next start has rolled it back
+        _print(f"{text}\n\n# {settings.db_path}: a transaction a killed start never committed is beside it; the next "
+               "start rolls it back, then goes on")
+        return 0
     try:
         saved = saved_state(settings.db_path)
     except (StorageError, SchemaError, NotADatabase) as exc:  # the configuration is valid; the database is not

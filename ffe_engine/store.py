@@ -838,13 +838,18 @@ def damaged_wal(path: Path | str) -> str | None:
 SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
+JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")  # how a rollback journal's header begins while it is live
+
+
 def hot_journal(path: Path | str) -> Path | None:
     """The rollback journal beside the database when it holds a transaction that never committed (a start killed
     while the database was still in journal mode DELETE: a new account's first transaction, or a restored
     database's first start putting WAL back), else None. A WAL database (every running engine's) never has one."""
     journal = Path(str(path) + "-journal")
     try:
-        return journal if journal.stat().st_size > 0 else None
+        with open(journal, "rb") as f:
+            # A journal whose header SQLite zeroed (its transaction done, the file not yet deleted) is none.
+            return journal if f.read(8) == JOURNAL_MAGIC else None
     except OSError:
         return None
 
@@ -2777,9 +2782,9 @@ def open_read_only(path: Path | str, timeout: float = 5.0, *, peek: bool = True)
     if problem is not None:  # SQLite would delete that WAL, read-only too
         raise sqlite3.DatabaseError(problem)
     journal = hot_journal(path)
-    if journal is not None:  # which only a connection that may write can roll back: said as what it is
-        raise sqlite3.DatabaseError(f"{journal.name} beside it holds a transaction that never committed (a start "
-                                    "killed in its first moments): the next start rolls it back")
+    if journal is not None:  # which only a connection that may write can roll back: said as what it is, no damage
+        raise sqlite3.OperationalError(f"{journal.name} beside it holds a transaction that never committed (a "
+                                       "start killed in its first moments): the next start rolls it back")
     if peek and _in_wal_mode(path):
         problems = _damage_as_is(path)
         if problems is not None and problems != ["ok"]:

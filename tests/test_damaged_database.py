@@ -800,6 +800,15 @@ def test_a_first_start_killed_in_its_first_moment_leaves_a_journal_the_next_star
     killed_mid_transaction(db, *(f"CREATE TABLE t{i} (a)" for i in range(40)),
                            "INSERT INTO t0 VALUES (randomblob(300000))")
     assert (tmp_path / "data" / "ffe.db-journal").stat().st_size > 0 and db.stat().st_size > 0
+    # Read before that start: not called damaged (nor "restore it from a backup"), and config check does not say the
+    # start will stop on it.
+    for command in (("report", "trades"), ("audit", "show", "1")):
+        proc = run_ffe(tmp_path, *command)
+        assert proc.returncode != 0 and "the next start rolls it back" in proc.stderr, (command, proc.stderr)
+        assert "damaged" not in proc.stderr, (command, proc.stderr)
+    proc = run_ffe(tmp_path, "config", "check")
+    assert proc.returncode == 0 and "the next start rolls it back" in proc.stdout, proc.stdout[-500:]
+    assert "will stop on it" not in proc.stdout
     proc = run_ffe(tmp_path, "run", "--headless", "--max-bars", "5")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not (tmp_path / "data" / "ffe.db-journal").exists()
@@ -819,6 +828,25 @@ def test_a_hot_journal_beside_a_database_with_records_is_rolled_back_and_the_rec
     killed_mid_transaction(db, "DELETE FROM fills", "CREATE TABLE filler (a)",
                            "INSERT INTO filler VALUES (randomblob(300000))")
     assert (cwd / "data" / "ffe.db-journal").stat().st_size > 0
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "5")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM fills").fetchone()[0] >= fills > 0
+
+
+def test_a_journal_whose_header_sqlite_zeroed_is_no_transaction_and_stops_nothing(good_dir, tmp_path):
+    """Killed once its transaction was done and the journal's header zeroed, before the journal was deleted (a
+    restored database's first start putting WAL back): SQLite takes such a journal for none. Neither does the start
+    (it refused it for ever, as a transaction the next start would roll back), nor doctor."""
+    cwd = copy_of(good_dir, tmp_path)
+    db = cwd / "data" / "ffe.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("PRAGMA journal_mode=DELETE")
+        fills = conn.execute("SELECT COUNT(*) FROM fills").fetchone()[0]
+    conn.close()
+    (cwd / "data" / "ffe.db-journal").write_bytes(b"\0" * 28 + os.urandom(4588))  # as SQLite leaves it: header zeroed
+    assert ffe_in_process(cwd, "doctor").returncode == 0
     proc = run_ffe(cwd, "run", "--headless", "--max-bars", "5")
     assert proc.returncode == 0, proc.stderr[-2000:]
     with sqlite3.connect(db) as conn:
