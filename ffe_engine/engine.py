@@ -71,7 +71,7 @@ from .store import (BOOKS_QUOTE_KEY, CASH_ACCEPTED_KEY, ENGINE_AUTHORS, MARKET_S
 from .tasks import cancel_and_wait
 from .trading_state import TradingState
 from . import views
-from .venues.base import SimulatedVenue, VenueError, VenueUnavailable
+from .venues.base import ProbedVenue, SimulatedVenue, VenueError, VenueUnavailable
 
 from .batch import FIRST, flat_stops
 
@@ -1502,8 +1502,9 @@ class Engine:
         # Its own pace too: an answer that is neither a failure nor a success (the exchange refusing the key) leaves
         # the breaker as it was, letting a call through.
         self._next_probe = self.clock.monotonic() + b.recovery_timeout_s
+        probe = self.venue.probe if isinstance(self.venue, ProbedVenue) else self.venue.fetch_balance
         with contextlib.suppress(VenueError, VenueUnavailable, BreakerOpen):
-            await b.call(self.venue.fetch_balance)
+            await b.call(probe)
 
     def _marked_at(self, now_ms: int) -> int:
         """The time the books' marks are at, for a new day begun by the clock: the clock's once every symbol's

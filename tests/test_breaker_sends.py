@@ -211,3 +211,21 @@ async def test_a_bar_never_waits_for_the_engine_s_probe(tmp_path, fx):
             assert len(fx.requests_to(ACCOUNT)) == asked
         finally:
             fx.end_hangs()
+
+
+async def test_the_engine_s_probe_of_an_exchange_still_down_is_one_request(tmp_path, fx):
+    """A probe is one request to an exchange known to be failing, not a read's retries."""
+    clock = SteppedClock()
+    async with running_live(tmp_path, fx, clock=clock, breaker=BREAKER, engine=QUIET) as running:
+        e = running.engine
+        async with engine_loop(e):
+            fx.down = True
+            for _ in range(3):
+                with pytest.raises(ControlError):
+                    await e.balances()
+            asked = len(fx.requests_to(ACCOUNT))
+            clock.forward(61.0)
+            await wait_for(lambda: len(fx.requests_to(ACCOUNT)) > asked, timeout=15, what="the probe")
+            await asyncio.sleep(2.0)  # a read's retries would have come by now
+            assert len(fx.requests_to(ACCOUNT)) == asked + 1
+            assert e.breaker.state == "open"

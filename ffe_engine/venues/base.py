@@ -130,6 +130,14 @@ class CandleVenue(Protocol):
 
 
 @runtime_checkable
+class ProbedVenue(Protocol):
+    async def probe(self) -> None:
+        """One read of the account, not retried: a circuit breaker's probe of a venue that failed (one request, not
+        a read's retries, to an exchange known to be failing)."""
+        ...
+
+
+@runtime_checkable
 class OrderHistoryVenue(Protocol):
     async def fetch_orders_since(self, symbol: str, since_ms: int) -> list[VenueOrder]:
         """Every order of the account on `symbol` created at or after `since_ms` (open and closed, oldest first,

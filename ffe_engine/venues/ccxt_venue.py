@@ -869,6 +869,9 @@ class CcxtVenue:
     async def fetch_balance(self) -> dict[str, float]:
         return (await self.fetch_balance_locked())[0]
 
+    async def probe(self) -> None:
+        await self.reads("fetch_balance", self._balance, once=True)
+
     async def fetch_balance_locked(self) -> tuple[dict[str, float], dict[str, float]]:
         raw = await self.reads("fetch_balance", self._balance)
         totals, used = raw.get("total") or {}, raw.get("used") or {}
