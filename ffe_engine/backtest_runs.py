@@ -136,8 +136,12 @@ def account_logs(settings: Settings) -> bool:
 
 def run_log_dir(settings: Settings) -> Path:
     """A backtest run's log folder, for its data directory: the log directory given, unless that is an account's
-    (then the run's own folder in it, logs/backtests/RUN)."""
-    return settings.log_dir / "backtests" / settings.data_dir.name if account_logs(settings) else settings.log_dir
+    (then the run's own folder in it, logs/backtests/RUN) or another run's (then the folder beside it named as the
+    run)."""
+    run, logs = settings.data_dir.name, settings.log_dir.name
+    if RUN_ID.fullmatch(run) and RUN_ID.fullmatch(logs) and run != logs:
+        return settings.log_dir.parent / run
+    return settings.log_dir / "backtests" / run if account_logs(settings) else settings.log_dir
 
 
 def trail_apart(settings: Settings) -> str | None:

@@ -333,6 +333,8 @@ def test_doctor_and_verify_of_a_run_given_another_run_s_log_folder_name_the_righ
         assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
         line = one_error_line(proc)
         assert f"add --log-dir logs/backtests/{full[0]}" in line and "edited" not in line, line
+    proc = run_ffe(runs_dir, "backup", "--data-dir", data, "--log-dir", other)  # its advice names its own folders
+    assert proc.returncode == 2 and f"({data} and logs/backtests/{full[0]})" in one_error_line(proc), proc.stderr
 
 
 def test_doctor_still_finds_a_run_s_damage(runs_dir, tmp_path):
