@@ -246,7 +246,9 @@ def test_ctl_halt_gives_up_on_a_stopped_engine_in_one_line_and_the_halt_applies_
 def test_a_halt_asked_of_a_frozen_engine_comes_before_anything_it_does_on_waking(tmp_path, spawn_ffe, how, speed,
                                                                                     frozen_s):
     """Frozen (SIGSTOP) past its next bar, a halt asked meanwhile waits in the socket or as a signal: on waking the
-    engine halts before anything else, not after one more bar's decisions (which could send an entry)."""
+    engine halts before it trades another bar (whose decisions could send an entry), and sends nothing before it.
+    (A bar it was trading when frozen, its last symbols still to decide, may be finished as it halts: the order path
+    refuses its orders once HALTED is in memory.)"""
     engine = _start(spawn_ffe, tmp_path, "data", FFE_MARKET__SPEED=speed)
     db = tmp_path / "data" / "ffe.db"
     wait_until(lambda: db_value(db, "SELECT COUNT(*) FROM events WHERE event = 'decision'"), timeout=60,
@@ -255,6 +257,7 @@ def test_a_halt_asked_of_a_frozen_engine_comes_before_anything_it_does_on_waking
     asked = None
     try:
         frozen_at = db_value(db, "SELECT MAX(seq) FROM events")
+        frozen_bar = db_value(db, "SELECT MAX(ts) FROM decisions")
         time.sleep(frozen_s)
         if how == "SIGUSR1":
             engine.send(signal.SIGUSR1)
@@ -267,8 +270,12 @@ def test_a_halt_asked_of_a_frozen_engine_comes_before_anything_it_does_on_waking
     wait_until(lambda: db_value(db, "SELECT state FROM engine_state") == "HALTED", timeout=60, what="HALTED")
     if asked is not None:
         assert asked.wait(timeout=30) == 0
-    after = [r[0] for r in db_rows(db, "SELECT event FROM events WHERE seq > ? ORDER BY seq", (frozen_at,))]
-    assert after and after[0] == "engine_state", after[:5]
+    after = db_rows(db, "SELECT event, data FROM events WHERE seq > ? ORDER BY seq", (frozen_at,))
+    halted = next(i for i, (event, data) in enumerate(after)
+                  if event == "engine_state" and json.loads(data)["state"] == "HALTED")
+    before = after[:halted]
+    assert not [e for e, _ in before if e not in ("decision", "bar")], before
+    assert all(json.loads(d)["bar_ts"] <= frozen_bar for e, d in before if e == "decision"), (frozen_bar, before)
     engine.send(signal.SIGTERM)
     assert engine.wait(timeout=30) == 0, engine.stderr
 
