@@ -36,6 +36,7 @@ Times: rate-limit windows and ages are real seconds (monotonic); alert timestamp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -737,22 +738,21 @@ class Notifier:
         """The once-a-second look (tick), which never waits on the database: a loop held by it (another process's
         lock) is a stall to see while it lasts; what it raises is written by the keeper once it can be."""
         while not self._closing.is_set():
-            try:
-                await asyncio.wait_for(self._closing.wait(), 1.0)
-            except TimeoutError:
-                pass
+            await self._a_second()
             try:
                 self.tick()
             except Exception as exc:  # the ticker must keep going; the failure is logged
                 log.error("alert tick failed", error=f"{type(exc).__name__}: {exc}")
 
+    async def _a_second(self) -> None:
+        """A second, or less when the notifier closes."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), 1.0)
+
     async def _keeper(self) -> None:
         """Once a second: the alerts raised between bars written, the outbox trimmed to alerts.outbox_max."""
         while not self._closing.is_set():
-            try:
-                await asyncio.wait_for(self._closing.wait(), 1.0)
-            except TimeoutError:
-                pass
+            await self._a_second()
             try:
                 if self._raised:
                     # Alerts raised between bars (a summary, a stalled loop) are written now, not at the next bar.

@@ -1610,9 +1610,12 @@ class Engine:
 
     async def _store_exits_owed(self) -> None:
         """The exits owed, stored when they changed, by a run that resumes."""
-        if self.profile.resumable and self._owed_record() != self._owed_stored:
-            self._owed_stored = self._owed_record()
-            await self.store.put_kv(EXITS_OWED_KEY, self._owed_stored or None, self.clock.wall())
+        if not self.profile.resumable:
+            return
+        owed = self._owed_record()
+        if owed != self._owed_stored:
+            self._owed_stored = owed
+            await self.store.put_kv(EXITS_OWED_KEY, owed or None, self.clock.wall())
 
     def _owed_record(self) -> dict[str, list[Any]]:
         """The exits owed as stored: of the positions still held as they were when their level was crossed."""
