@@ -379,6 +379,14 @@ async def pipelines():
         await p.close()
 
 
+async def strategy_buys(p: Pipeline, script: dict, symbol: str, *, after: int = 60) -> None:
+    """`after` bars of warm-up, then the strategy's BUY of `symbol` on one bar (its scripted voters say so then)."""
+    await p.bars(after)
+    script[symbol] = (BUY, 0.9)
+    await p.bars(1)
+    del script[symbol]
+
+
 def crash_paths(*, n: int = 100, entry: int = 60, rise: int = 15, crash: float = 0.25) -> dict[str, list[float]]:
     """BTC/USDT: a quiet range until `entry`, a steady climb of 0.2% a bar for `rise` bars (the equity peak),
     then one bar that falls `crash`, then quiet again. ETH/USDT: a quiet range throughout."""

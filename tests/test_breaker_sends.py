@@ -118,9 +118,7 @@ async def test_a_call_under_way_when_the_breaker_opened_that_fails_after_it_is_n
         async with engine_loop(e):
             on_their_way = asyncio.ensure_future(e.breaker.call(balances_on_their_way))
             fx.down = True
-            for _ in range(3):
-                with pytest.raises(ControlError):
-                    await e.balances()
+            await reads_open_the_breaker(e)
             assert e.breaker.state == "open" and not on_their_way.done()
             first = (await wait_for(lambda: stored_events(db, "breaker"), timeout=10, what="the opening stored"))[-1]
             fx.down = False
@@ -142,6 +140,14 @@ async def test_a_call_under_way_when_the_breaker_opened_that_fails_after_it_is_n
         assert not [t for t in shown if "half_open" in t], shown
 
 
+async def reads_open_the_breaker(e) -> None:
+    """Three balance reads that fail in a row (the exchange down, or failing the account's route) open the breaker."""
+    for _ in range(3):
+        with pytest.raises(ControlError):
+            await e.balances()
+    assert e.breaker.state == "open"
+
+
 async def test_a_breaker_opened_by_reads_is_probed_by_the_engine_and_closes_once_the_exchange_answers(tmp_path, fx):
     """Nothing in flight, nobody asking: the engine itself probes an open breaker once its recovery time is over (a
     balance read), so that it closes (BREAKER_CLOSED) once the exchange answers again, not at the next order."""
@@ -150,10 +156,7 @@ async def test_a_breaker_opened_by_reads_is_probed_by_the_engine_and_closes_once
         e, db = running.engine, running.store.path
         async with engine_loop(e):
             fx.down = True
-            for _ in range(3):
-                with pytest.raises(ControlError):
-                    await e.balances()
-            assert e.breaker.state == "open"
+            await reads_open_the_breaker(e)
             asked = len(fx.requests_to(ACCOUNT))
             await asyncio.sleep(1.0)  # turns of the loop before the recovery time: no probe
             assert len(fx.requests_to(ACCOUNT)) == asked and e.breaker.state == "open"
@@ -176,9 +179,7 @@ async def test_the_engine_s_probe_answered_neither_way_is_not_repeated_before_an
         e = running.engine
         async with engine_loop(e):
             fx.down = True
-            for _ in range(3):
-                with pytest.raises(ControlError):
-                    await e.balances()
+            await reads_open_the_breaker(e)
             fx.down = False
             fx.fault(ACCOUNT, "error", times=1000, status=401, code=-2015,
                      msg="Invalid API-key, IP, or permissions for action.")
@@ -198,10 +199,7 @@ async def test_a_bar_never_waits_for_the_engine_s_probe(tmp_path, fx):
     async with running_live(tmp_path, fx, clock=clock, breaker=BREAKER, engine=QUIET) as running:
         e = running.engine
         fx.fault(ACCOUNT, "5xx_not_executed", times=1000)
-        for _ in range(3):
-            with pytest.raises(ControlError):
-                await e.balances()
-        assert e.breaker.state == "open"
+        await reads_open_the_breaker(e)
         fx.clear_faults(ACCOUNT)
         fx.fault(ACCOUNT, "hang", seconds=3600, times=1000)
         asked = len(fx.requests_to(ACCOUNT))
@@ -220,9 +218,7 @@ async def test_the_engine_s_probe_of_an_exchange_still_down_is_one_request(tmp_p
         e = running.engine
         async with engine_loop(e):
             fx.down = True
-            for _ in range(3):
-                with pytest.raises(ControlError):
-                    await e.balances()
+            await reads_open_the_breaker(e)
             asked = len(fx.requests_to(ACCOUNT))
             clock.forward(61.0)
             await wait_for(lambda: len(fx.requests_to(ACCOUNT)) > asked, timeout=15, what="the probe")

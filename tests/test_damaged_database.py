@@ -815,16 +815,24 @@ def test_a_first_start_killed_in_its_first_moment_leaves_a_journal_the_next_star
     assert ffe_in_process(tmp_path, "doctor").returncode == 0
 
 
-def test_a_hot_journal_beside_a_database_with_records_is_rolled_back_and_the_records_kept(good_dir, tmp_path):
-    """A restored database (journal mode DELETE until its first start) whose first start was killed while it put
-    WAL back: the rollback journal is rolled back by the next start, whose checks then read the records as they
-    were, never started over."""
+def restored_in_journal_mode_delete(good_dir: Path, tmp_path: Path) -> tuple[Path, Path, int]:
+    """A copy of an account whose database is in journal mode DELETE, as a restored one is until its first start:
+    the copy, its database and how many fills it holds."""
     cwd = copy_of(good_dir, tmp_path)
     db = cwd / "data" / "ffe.db"
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("PRAGMA journal_mode=DELETE")
         fills = conn.execute("SELECT COUNT(*) FROM fills").fetchone()[0]
+    conn.close()
+    return cwd, db, fills
+
+
+def test_a_hot_journal_beside_a_database_with_records_is_rolled_back_and_the_records_kept(good_dir, tmp_path):
+    """A restored database (journal mode DELETE until its first start) whose first start was killed while it put
+    WAL back: the rollback journal is rolled back by the next start, whose checks then read the records as they
+    were, never started over."""
+    cwd, db, fills = restored_in_journal_mode_delete(good_dir, tmp_path)
     killed_mid_transaction(db, "DELETE FROM fills", "CREATE TABLE filler (a)",
                            "INSERT INTO filler VALUES (randomblob(300000))")
     assert (cwd / "data" / "ffe.db-journal").stat().st_size > 0
@@ -838,13 +846,7 @@ def test_a_journal_whose_header_sqlite_zeroed_is_no_transaction_and_stops_nothin
     """Killed once its transaction was done and the journal's header zeroed, before the journal was deleted (a
     restored database's first start putting WAL back): SQLite takes such a journal for none. Neither does the start
     (it refused it for ever, as a transaction the next start would roll back), nor doctor."""
-    cwd = copy_of(good_dir, tmp_path)
-    db = cwd / "data" / "ffe.db"
-    with sqlite3.connect(db) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        conn.execute("PRAGMA journal_mode=DELETE")
-        fills = conn.execute("SELECT COUNT(*) FROM fills").fetchone()[0]
-    conn.close()
+    cwd, db, fills = restored_in_journal_mode_delete(good_dir, tmp_path)
     (cwd / "data" / "ffe.db-journal").write_bytes(b"\0" * 28 + os.urandom(4588))  # as SQLite leaves it: header zeroed
     assert ffe_in_process(cwd, "doctor").returncode == 0
     proc = run_ffe(cwd, "run", "--headless", "--max-bars", "5")

@@ -8,7 +8,7 @@ from ffe_engine.clock import SimClock
 from ffe_engine.model import OrderReason, Side
 from ffe_engine.risk import OrderIntent
 from live_helpers import fx  # noqa: F401  # a fixture
-from pipeline_helpers import BUY, make_settings, pipelines, replay_feed, wave
+from pipeline_helpers import make_settings, pipelines, replay_feed, strategy_buys, wave
 
 _ = pipelines  # a fixture
 
@@ -23,10 +23,7 @@ async def strategy_entry(tmp_path, pipelines, min_notional: float):
     path = wave(61, base=100.0, amp=0.03, period=7)
     p = await pipelines(s, script=script, feed=replay_feed(tmp_path, {BTC: path + [path[-1]] * 3}, clock),
                         clock=clock)
-    await p.bars(60)
-    script[BTC] = (BUY, 0.9)
-    await p.bars(1)
-    del script[BTC]
+    await strategy_buys(p, script, BTC)
     (d,) = [d for d in await p.decisions() if d["action"] == "BUY"]
     return p, d
 

@@ -14,7 +14,8 @@ from ffe_engine.market.replay import ReplayFeed
 from ffe_engine.model import EngineState, Side
 from ffe_engine.venues.base import VenueError
 from ffe_engine.venues.paper import PaperVenue
-from pipeline_helpers import BUY, bars_from_closes, make_settings, paper_venue, pipelines, wave, write_csv
+from pipeline_helpers import (bars_from_closes, make_settings, paper_venue, pipelines, strategy_buys, wave,
+                              write_csv)
 
 _ = pipelines  # a fixture
 
@@ -34,10 +35,7 @@ def dip_feed(tmp_path, clock):
 
 async def entered(p, script) -> None:
     """A position opened by the strategy, its stop-loss below the dip's low and above the bars' lows after it."""
-    await p.bars(60)
-    script[BTC] = (BUY, 0.9)
-    await p.bars(1)
-    del script[BTC]
+    await strategy_buys(p, script, BTC)
     await p.bars(2)
     pos = p.engine.portfolio.positions[BTC]
     assert 96.0 < pos.stop_loss < 99.5, pos

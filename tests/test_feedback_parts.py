@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ffe_engine.clock import SimClock
-from pipeline_helpers import BUY, make_settings, pipelines, replay_feed, wave
+from pipeline_helpers import make_settings, pipelines, replay_feed, strategy_buys, wave
 
 _ = pipelines  # a fixture
 
@@ -25,10 +25,7 @@ async def opened(tmp_path, pipelines):
     clock, script = SimClock(), {}
     p = await pipelines(s, script=script, feed=replay_feed(tmp_path, {BTC: rising_then_falling()}, clock),
                         clock=clock)
-    await p.bars(60)
-    script[BTC] = (BUY, 0.9)
-    await p.bars(1)
-    del script[BTC]
+    await strategy_buys(p, script, BTC)
     await p.bars(3)
     pos = p.engine.portfolio.positions[BTC]
     res = await p.engine.operator_order(BTC, "sell", round(pos.quantity * 0.75, 6))

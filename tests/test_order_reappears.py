@@ -19,7 +19,7 @@ from fake_exchange import FakeBinance
 from ffe_engine.model import OrderReason, Side
 from ffe_engine.risk import OrderIntent
 from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, POST_ORDER, RECV_WINDOW_MS, fx,  # noqa: F401
-                          live_settings, rows, stored_events, wait_for)
+                          live_settings, next_bar, rows, stored_events, wait_for)
 from receiver import Receiver
 
 OPEN_ORDERS = "GET /api/v3/openOrders"
@@ -31,9 +31,7 @@ async def halted_with_an_order_ended_absent(e, fx: FakeBinance) -> tuple[str, fl
     """A resting limit buy placed at the exchange, its answer lost, its lookups and the open orders lagging past
     the settle window; the kill switch's cancel does not find it ("cancelled if it appears"), and the engine ends it
     `canceled`, absent at the venue, while the exchange has it open. Its client order id and when it was placed."""
-    fx.market_clock.step()
-    for c in await e.feed.poll():
-        await e.on_candle(c)
+    await next_bar(e, fx)
     await e.resume(by="test")
     fx.fault(POST_ORDER, "drop_after")
     fx.fault(GET_ORDER, "stale", seconds=LAG_S, times=10_000)
@@ -168,9 +166,7 @@ async def test_an_order_the_exchange_filled_that_a_lagging_read_shows_open_is_no
     settings = live_settings(tmp_path, fx)
     async with engine_session(settings, live=True) as running:
         e, db = running.engine, running.store.path
-        fx.market_clock.step()
-        for c in await e.feed.poll():
-            await e.on_candle(c)
+        await next_bar(e, fx)
         await e.resume(by="test")
         sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01, reason=OrderReason.OPERATOR,
                                                 type="limit", price=25_000.0, ref_price=30_000.0))
