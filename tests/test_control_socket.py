@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import tempfile
@@ -410,8 +411,12 @@ def test_a_stop_trades_no_later_bar_where_a_replayed_file_has_ended(tmp_path, sp
         '[venue]\nquote = "USD"\n[monitor]\nport = 0\n')
     engine = spawn_ffe(tmp_path, "run", "--headless")
     db = tmp_path / "data" / "ffe.db"
-    decided = "SELECT COUNT(*) FROM decisions WHERE symbol = 'BTC/USD'"
-    wait_until(lambda: (db.exists() and db_value(db, decided) or 0) >= 40, timeout=90, what="bars after SOL's end")
+    def decided() -> int:
+        try:
+            return db_value(db, "SELECT COUNT(*) FROM decisions WHERE symbol = 'BTC/USD'")
+        except sqlite3.OperationalError:  # no database yet, or its tables not yet made
+            return 0
+    wait_until(lambda: decided() >= 40, timeout=90, what="bars after SOL's end")
     engine.send(signal.SIGTERM)
     assert engine.wait(timeout=60) == 0, engine.stderr
     last = db_value(db, "SELECT MAX(ts) FROM decisions")
