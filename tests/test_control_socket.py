@@ -21,6 +21,7 @@ import pytest
 
 from conftest import db_rows, db_value, ffe_cmd, ffe_env, ffe_in_process, run_ffe, wait_until
 
+from ffe_engine.config import Settings
 from ffe_engine.control import request
 
 
@@ -240,8 +241,8 @@ def test_ctl_halt_gives_up_on_a_stopped_engine_in_one_line_and_the_halt_applies_
 
 
 @pytest.mark.parametrize("how, speed, frozen_s", [
-    ("SIGUSR1", "20", 4.0), ("ffe ctl halt", "20", 4.0),
-    ("SIGUSR1", "20", 2.0),  # frozen for less than a bar's time
+    ("SIGUSR1", "1", 4.0), ("ffe ctl halt", "1", 4.0),
+    ("SIGUSR1", "1", 2.0),  # frozen for little more than a bar's time
     ("ffe ctl halt", "0.3", 5.0),  # bars 3.3 s apart: the loop's own wait ends first on waking, then the bar comes
 ], ids=["usr1", "ctl", "usr1 short", "ctl slow bars"])
 def test_a_halt_asked_of_a_frozen_engine_comes_before_anything_it_does_on_waking(tmp_path, spawn_ffe, how, speed,
@@ -252,13 +253,10 @@ def test_a_halt_asked_of_a_frozen_engine_comes_before_anything_it_does_on_waking
     refuses its orders once HALTED is in memory.)"""
     engine = _start(spawn_ffe, tmp_path, "data", FFE_MARKET__SPEED=speed)
     db = tmp_path / "data" / "ffe.db"
-    wait_until(lambda: db_value(db, "SELECT COUNT(*) FROM events WHERE event = 'decision'"), timeout=60,
-               what="a decision")
-    engine.send(signal.SIGSTOP)
+    frozen_bar = _freeze_between_bars(engine, db)
     asked = None
     try:
         frozen_at = db_value(db, "SELECT MAX(seq) FROM events")
-        frozen_bar = db_value(db, "SELECT MAX(ts) FROM decisions")
         time.sleep(frozen_s)
         if how == "SIGUSR1":
             engine.send(signal.SIGUSR1)
@@ -281,6 +279,22 @@ def test_a_halt_asked_of_a_frozen_engine_comes_before_anything_it_does_on_waking
     assert engine.wait(timeout=30) == 0, engine.stderr
 
 
+def _freeze_between_bars(engine, db: Path) -> int:
+    """SIGSTOP the engine at rest, a bar's every decision recorded and the next bar not begun: the bar it had traded.
+    The feed waits a bar's time (a second or more in these tests) after a bar's last candle is traded, and this looks
+    every 20 ms. Frozen in the middle of a bar, it would finish that bar on waking, which its records at the freeze
+    could not tell from a later bar traded."""
+    symbols = len(Settings().engine.symbols)
+    wait_until(lambda: db_value(db, "SELECT COUNT(*) FROM decisions"), timeout=60, what="a decision")
+    first = db_value(db, "SELECT MAX(ts) FROM decisions")
+    while True:
+        bar, n = db_rows(db, "SELECT ts, COUNT(*) FROM decisions GROUP BY ts ORDER BY ts DESC LIMIT 1")[0]
+        if bar != first and n >= symbols:  # a bar seen whole as it ends (not the one there when this began)
+            engine.send(signal.SIGSTOP)
+            return bar
+        time.sleep(0.02)
+
+
 def test_a_stop_that_wakes_a_frozen_engine_finishes_the_bar_it_began(tmp_path, spawn_ffe):
     """Stopped while frozen (SIGTERM, then SIGCONT): the engine wakes with the stop and a bar's first candle both
     there. It trades the bar's other symbols too before it stops, so the next start goes on from the bar after it:
@@ -289,7 +303,7 @@ def test_a_stop_that_wakes_a_frozen_engine_finishes_the_bar_it_began(tmp_path, s
     db = tmp_path / "data" / "ffe.db"
     wait_until(lambda: db_value(db, "SELECT COUNT(*) FROM decisions") >= 4, timeout=60, what="decisions")
     engine.send(signal.SIGSTOP)
-    time.sleep(4.0)  # past the next bar (one every 3 s at speed 20)
+    time.sleep(4.0)  # past the next bar (20 a second at speed 20)
     engine.send(signal.SIGTERM)
     engine.send(signal.SIGCONT)
     assert engine.wait(timeout=60) == 0, engine.stderr
