@@ -941,6 +941,12 @@ class OrderPath:
                 self._ended.pop(cid, None)
                 await self._store_ended()
 
+    def listed_open(self, cids: set[str]) -> None:
+        """The venue's open orders as just listed: an ended order's sighting (`reappeared`) that the list no longer
+        shows is over, and a later one is a sighting of its own, timed from its start."""
+        for cid in set(self._open_after_end) - cids:
+            del self._open_after_end[cid]
+
     async def reappeared(self, vo: VenueOrder) -> bool:
         """The venue lists open an order the journal has ended (`vo`, from its open orders). True once it is done
         there (cancelled, its fills booked); otherwise it is watched and tried again at each poll. An order the

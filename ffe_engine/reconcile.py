@@ -469,6 +469,7 @@ class Reconciler:
         in_flight = set(live)
         try:
             open_at_venue = await venue.fetch_open_orders()
+            self.orders.listed_open({vo.client_order_id for vo in open_at_venue})
             journal = await self.store.order_ids_on(venue.name)
             # An order of ffe's own that the journal has ended and the venue lists open (taken as absent while
             # the venue's lookups lagged): the order path cancels it now and books what it filled, before the

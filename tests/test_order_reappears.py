@@ -197,3 +197,9 @@ async def test_an_order_the_exchange_filled_that_a_lagging_read_shows_open_is_no
         assert fx.requests_to(DELETE_ORDER) == []
         assert not [f for f in stored_events(db, "venue_fault") if f["client_order_id"] == cid]
         assert_books_agree(e, fx)
+        # A lag again, long after: a sighting of its own, not the first one's continued.
+        fx.fault(GET_ORDER, "stale", seconds=lag + 5.0, times=10_000)
+        fx.fault(OPEN_ORDERS, "stale", seconds=lag + 5.0, times=10_000)
+        await e.reconcile()
+        assert fx.requests_to(DELETE_ORDER) == []
+        assert not [f for f in stored_events(db, "venue_fault") if f["client_order_id"] == cid]
