@@ -1385,7 +1385,11 @@ def _key_problems(layers: list[_Layer]) -> list[Problem]:
 
 
 # Pydantic's strict errors for a value of another type; a TOML value has its type, and is never converted to another.
-_TYPE_ERRORS = frozenset({"int_type", "float_type", "bool_type", "string_type", "list_type", "dict_type"})
+_TYPE_ERRORS = frozenset({"int_type", "float_type", "bool_type", "string_type", "list_type", "dict_type",
+                          "model_type"})
+# Said in TOML's words, not Python's.
+_TOML_WORDS = {"list_type": "Input should be an array", "dict_type": "Input should be a table",
+               "model_type": "Input should be a table"}
 _TOML_TYPES = ((bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"), (list, "an array"),
                (dict, "a table"))
 NUMBERS = ("an integer", "a float")
@@ -1406,7 +1410,8 @@ def _toml_type_problems(layer: _Layer) -> list[Problem]:
             # A chat id, a version: a number unquoted, where a text was meant.
             quote = " (put it in quotes)" if error["type"] == "string_type" and found in NUMBERS else ""
             origin = _origin_for(loc, layer.origins) or Origin("toml", file=layer.label)
-            message = _format(origin, loc, f"{error['msg']}, not {found}{quote}")
+            said = _TOML_WORDS.get(error["type"], error["msg"])
+            message = _format(origin, loc, f"{said}, not {found}{quote}")
             problems.append(((*origin.rank, index), message, origin, _dotted(loc)))
         return problems
     return []

@@ -264,6 +264,10 @@ WRONG_TYPES = [
     ('[risk]\nmin_confidence = "0.6"\n', "risk.min_confidence: Input should be a valid number, not a string"),
     ("[risk]\nmin_confidence = true\n", "risk.min_confidence: Input should be a valid number, not a boolean"),
     ("[tui]\nkeys = {pause = 1}\n", "tui.keys.pause: Input should be a valid string, not an integer (put it in quotes)"),
+    # In TOML's words, not Python's: a table, an array.
+    ("\nrisk = 5\n", "risk: Input should be a table, not an integer"),
+    ("[exchange]\noptions = 5\n", "exchange.options: Input should be a table, not an integer"),
+    ('[engine]\nsymbols = "BTC/USDT"\n', "engine.symbols: Input should be an array, not a string"),
 ]
 
 
