@@ -1094,7 +1094,8 @@ def _unset_by_default(path: Path_) -> bool:
 
 def _env_target(name: str) -> tuple[Path_, str] | None:
     """Map FFE_RISK__MAX_OPEN_POSITIONS to (('risk', 'max_open_positions'), kind), or None if unknown.
-    Field names match case-insensitively; a key inside a dict field (FFE_TUI__KEYS__pause) is kept as written."""
+    Field names match case-insensitively; a key inside a dict field (FFE_TUI__KEYS__pause, and each level below
+    one of any values: FFE_EXCHANGE__OPTIONS__fetchMarkets__types) is kept as written."""
     parts = name[len(ENV_PREFIX) :].split(ENV_DELIMITER)
     model: type[Section] = Settings
     path: list[str] = []
@@ -1111,9 +1112,11 @@ def _env_target(name: str) -> tuple[Path_, str] | None:
                 return tuple(path), "model"
             model = _model_of(field.annotation)  # type: ignore[assignment]
             continue
-        if kind == "dict" and len(rest) == 1 and rest[0]:
-            value_type = get_args(_unwrap(field.annotation))[1]
-            return tuple(path) + (rest[0],), "any" if _unwrap(value_type) is Any else "scalar"
+        if kind == "dict" and rest and all(rest):
+            # Any value (exchange.options) may be a table of its own, set a key at a time at any depth.
+            anything = _unwrap(get_args(_unwrap(field.annotation))[1]) is Any
+            if len(rest) == 1 or anything:
+                return tuple(path) + tuple(rest), "any" if anything else "scalar"
         return (tuple(path), kind) if not rest else None
     return None
 

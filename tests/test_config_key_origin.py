@@ -123,3 +123,17 @@ def test_an_empty_value_leaves_a_key_whose_default_is_unset_unset(tmp_path, dote
     proc = ffe_in_process(tmp_path, "config", "check", env=ffe_env(**environ))
     assert proc.returncode == 0, proc.stderr
     assert f"# rate_limit_ms: unset  # {comment}" in proc.stdout.splitlines(), proc.stdout
+
+
+def test_an_option_nested_in_a_table_of_options_is_set_key_by_key_from_the_environment(tmp_path):
+    """`options = {fetchMarkets = {types = ["spot"]}}` from variables: each level of the option's own tables named
+    in ccxt's spelling, its value JSON or text, beside the options the file sets."""
+    (tmp_path / "config.toml").write_text('[exchange]\noptions = { recvWindow = 5000 }\n')
+    env = ffe_env(FFE_EXCHANGE__OPTIONS__fetchMarkets__types='["spot"]', FFE_EXCHANGE__OPTIONS__fetchMarkets__x="y")
+    proc = run_ffe(tmp_path, "config", "check", env=env)
+    assert proc.returncode == 0, proc.stderr
+    [options] = [x for x in proc.stdout.splitlines() if x.startswith("options = ")]
+    assert options.startswith('options = { recvWindow = 5000, fetchMarkets = { types = ["spot"], x = "y" } }'), options
+    bad = ffe_env(FFE_EXCHANGE__OPTIONS__a____b="1")
+    proc = run_ffe(tmp_path, "config", "check", env=bad)
+    assert proc.returncode == 2 and "FFE_EXCHANGE__OPTIONS__a____b" in proc.stderr, proc.stderr
