@@ -25,7 +25,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 from . import fmt
 from .events import BreakerChanged, EventBus
-from .venues.base import VenueUnavailable
+from .venues.base import PROBING, VenueUnavailable
 
 T = TypeVar("T")
 
@@ -103,6 +103,7 @@ class CircuitBreaker:
             self._probing = True
         observe = self.observe
         started = time.perf_counter()  # a duration measured, not a time of day
+        probing = PROBING.set(probe)
         try:
             result = await fn()
         except VenueUnavailable as exc:
@@ -116,6 +117,7 @@ class CircuitBreaker:
                 observe(time.perf_counter() - started, exc)
             raise
         finally:
+            PROBING.reset(probing)
             if probe:
                 self._probing = False
         if observe is not None:

@@ -170,6 +170,31 @@ async def test_a_breaker_opened_by_reads_is_probed_by_the_engine_and_closes_once
         assert said == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")], said
 
 
+async def test_any_read_that_is_the_breaker_s_probe_asks_the_exchange_once(tmp_path, fx):
+    """Past its recovery time, the next read through the breaker is its probe, whoever asks (here the operator's
+    balances): one request, not a read's tries, to an exchange that may still be down; its failure opens it again."""
+    clock = SteppedClock()
+    async with running_live(tmp_path, fx, clock=clock, breaker=BREAKER, engine=QUIET) as running:
+        e = running.engine
+        fx.down = True
+        await reads_open_the_breaker(e)
+        fx.down = False
+        fx.fault(ACCOUNT, "5xx_not_executed", times=1000)
+        asked = len(fx.requests_to(ACCOUNT))
+        clock.forward(61.0)
+        with pytest.raises(ControlError):
+            await e.balances()
+        assert len(fx.requests_to(ACCOUNT)) == asked + 1
+        assert e.breaker.state == "open"
+        fx.clear_faults(ACCOUNT)
+        clock.forward(61.0)
+        await e.balances()
+        assert e.breaker.state == "closed"
+        fx.fault(ACCOUNT, "5xx_not_executed", times=1)  # closed again: a read's tries as before
+        await e.balances()
+        assert len(fx.requests_to(ACCOUNT)) == asked + 4
+
+
 async def test_the_engine_s_probe_answered_neither_way_is_not_repeated_before_another_recovery_time(tmp_path, fx):
     """The probe's balance read answered with a refusal that neither closes nor fails the breaker (the exchange
     refusing the key): the engine reads no more than once per recovery time all the same, not at every turn."""

@@ -10,9 +10,14 @@ Two capabilities beyond it are declared here, so the engine asks `isinstance` in
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any, Protocol, runtime_checkable
 
 from ..model import Candle, MarketInfo, OrderRequest, VenueOrder
+
+# True while a call runs as a circuit breaker's probe (breaker.py): an exchange that may still be down is asked
+# once, not given a read's retries; the probe's failure opens the breaker again.
+PROBING: ContextVar[bool] = ContextVar("ffe_breaker_probing", default=False)
 
 
 class VenueError(Exception):

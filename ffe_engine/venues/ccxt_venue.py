@@ -75,7 +75,7 @@ from ..urls import mask_urls
 from . import trade_list
 from .ccxt_loader import DECIMAL_PLACES, TICK_SIZE, exchange_class
 from .ccxt_loader import errors as cx
-from .base import DuplicateOrder, OrderInDoubt, UnknownOrder, VenueError, VenueUnavailable
+from .base import PROBING, DuplicateOrder, OrderInDoubt, UnknownOrder, VenueError, VenueUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -538,7 +538,8 @@ class ReadRetry:
     async def __call__(self, what: str, call: Callable[[], Awaitable[T]],
                        passthrough: tuple[type[BaseException], ...] = (), *, once: bool = False) -> T:
         """Run `call`; exceptions of the `passthrough` types are re-raised untouched for the caller to handle. `once`:
-        one attempt, not retried (a read its caller can do without this time)."""
+        one attempt, not retried (a read its caller can do without this time, or the breaker's probe)."""
+        once = once or PROBING.get()
 
         async def attempt() -> T:
             # Every attempt waits out what is left of a hold: none of its own answer's, which its backoff waited
