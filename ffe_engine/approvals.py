@@ -202,6 +202,14 @@ class ApprovalDesk:
             await self._end(row, "expired", "ttl", "expired before approval")
             raise ControlError(f"approval {approval_id} expired")
         proposed = OrderIntent.from_dict(row["intent"])
+        symbol = proposed.symbol
+        if self.portfolio.holding(symbol) is not None or self.orders.pending_entry(symbol):
+            # An entry is proposed with nothing held; one made since (the operator's, or recovered from the exchange
+            # after a restore: this decision's own, made after the backup) is not added to.
+            reason = f"IN_POSITION: {symbol} is held (an entry was made since this was proposed)"
+            await self._end(row, "rejected", f"re-check ({by})", reason)
+            return {"approval_id": approval_id, "accepted": False, "reason": reason, "client_order_id": None,
+                    "gates": []}
         # The price the market is at now: the last bar's close can be a bar's length old.
         price = await self.price_now(proposed.symbol)
         # The read can take a while (an exchange's Retry-After): the approval may have ended or expired meanwhile.

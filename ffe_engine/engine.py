@@ -94,6 +94,8 @@ EXITS_HELD_KEY = "exits_held"
 # kv: the stop-loss and take-profit levels crossed whose positions are still held (the same shape), or null: their
 # exits sent again at each bar until one sells the position, by this run or the next (Engine._monitor).
 EXITS_OWED_KEY = "exits_owed"
+# The symbols whose position a restore's recovery opened before the volatility to set its levels from was known.
+LEVELS_OWED_KEY = "levels_owed"
 # A loop back later than a turn's wait allows, by WAKE_S (seconds), was frozen or held: the next bar waits WAKE_S
 # first, for the controls asked meanwhile (_run_paced).
 WAKE_S = 0.5
@@ -351,6 +353,7 @@ class Engine:
         # whether or not that bar crosses the level again: the price may be back by then, the crossing stands.
         # Stored (kv exits_owed) as last stored in `_owed_stored`, by a run that resumes.
         self._exits_owed: dict[str, tuple[OrderIntent, int]] = {}
+        self._levels_owed: set[str] = set()  # recovered positions still without levels (LEVELS_OWED_KEY)
         self._next_probe = 0.0  # the engine's own probe of an open breaker, not before (monotonic: _probe_breaker)
         self._owed_stored: dict[str, list[Any]] = {}
         # symbol -> when the venue placed the order that opened its position, on the venue's clock (Fill.venue_ts):
@@ -510,6 +513,8 @@ class Engine:
         positions = await self.store.positions()
         saved_books = await self.store.get_kv("portfolio")
         self.portfolio.load(saved_books or {}, positions, self.clock.now_ms())
+        owed_levels = await self.store.get_kv(LEVELS_OWED_KEY)
+        self._levels_owed = {s for s in owed_levels if isinstance(s, str)} if isinstance(owed_levels, list) else set()
         held = await self.store.get_kv(EXITS_HELD_KEY)
         owed = await self.store.get_kv(EXITS_OWED_KEY)
         if self.state is EngineState.HALTED:  # HALTED leaves positions to the operator: a held exit is dropped
@@ -706,6 +711,8 @@ class Engine:
             # not served one symbol's newest candle yet): closed here, the bar would give each symbol two returns,
             # one of them 0, out of step with the other symbols'.
             self._bar_ts = bar_ts
+        if self._levels_owed:
+            await self._give_levels()
         # A midnight by the clock that the warm-up marked the bar closing at (or more than a bar ago) begins the day.
         self._roll_day(self._marked_at(self.clock.now_ms()))
         if self.sim_venue is not None and self.orders.live:
@@ -1168,6 +1175,8 @@ class Engine:
         if self.orders.live and (news or not profile.synchronous_feed):
             await self.orders.poll()
         pf.mark(sym, c.close)
+        if self._levels_owed:
+            await self._give_levels()
         pos = pf.holding(sym)  # dust (less than the venue can sell) has no exits to watch
         if pos is not None:
             await self._monitor(c, pos)
@@ -1821,12 +1830,46 @@ class Engine:
             "quantity": d.quantity, "outcome": d.outcome, "reason": d.reason or res.reason, "sizing": d.sizing,
             "client_order_id": d.client_order_id, "approval_id": d.approval_id})
 
+    def _recovered_levels(self, symbol: str, price: float) -> tuple[float | None, float | None]:
+        """The stop-loss and take-profit of a position a restore's recovery opens from the venue's orders (the
+        decision that made its entry is not in the restored database): a strategy entry's at its price, from the
+        volatility now, so that the position is watched as any. None before the volatility is known (the start's
+        recovery comes before its warm-up): owed then (`_levels_owed`), and given by `_give_levels`."""
+        atr = self.ind[symbol].atr
+        if not atr or atr <= 0:
+            return None, None
+        risk = self.settings.risk
+        return price - risk.stop_loss_atr * atr, price + risk.take_profit_atr * atr
+
+    async def _give_levels(self) -> None:
+        """The levels owed to recovered positions, given (and stored) once their volatility is known."""
+        pf = self.portfolio
+        for sym in sorted(self._levels_owed):
+            pos = pf.positions.get(sym)
+            stop_loss, take_profit = self._recovered_levels(sym, pos.entry_price) if pos is not None else (None, None)
+            if pos is not None and stop_loss is None:
+                continue
+            self._levels_owed.discard(sym)
+            owed = {LEVELS_OWED_KEY: sorted(self._levels_owed) or None}
+            if pos is None:
+                await self.store.put_kvs(owed, self.clock.wall())
+                continue
+            pos.stop_loss, pos.take_profit = stop_loss, take_profit
+            await self.store.put_position(pos, owed, self.clock.wall())
+            log.warning("recovered position given a stop-loss and take-profit", symbol=sym,
+                        stop_loss=fmt.price(stop_loss), take_profit=fmt.price(take_profit))
+
     # ================================================================== fills -> positions -> feedback
     async def _on_fill(self, order: Order, fill: Fill, intent: OrderIntent) -> FillRecord:
         """Apply a fill to the book in memory; the order path records it with the fill in one transaction."""
         pf = self.portfolio
+        stop_loss, take_profit = intent.stop_loss, intent.take_profit
+        unleveled = False
+        if order.reason is OrderReason.RECONCILE and not order.reduce_only and fill.symbol not in pf.positions:
+            stop_loss, take_profit = self._recovered_levels(fill.symbol, fill.price)
+            unleveled = stop_loss is None
         res = pf.apply_fill(fill, decision_id=order.decision_id if not order.reduce_only else None,
-                            stop_loss=intent.stop_loss, take_profit=intent.take_profit, reason=order.reason.value,
+                            stop_loss=stop_loss, take_profit=take_profit, reason=order.reason.value,
                             client_order_id=order.client_order_id)
         self.orders.taken(fill)  # in the books now: counted there only, whatever this awaits below
         record = FillRecord(wall=self.clock.wall(), position=res.position, trade=res.closed)
@@ -1837,6 +1880,10 @@ class Engine:
                 self._priced_from.pop(fill.symbol, None)
             else:
                 self._priced_from[fill.symbol] = fill.venue_ts
+        if unleveled or (fill.symbol in self._levels_owed and res.position is None):
+            # Given at the first bar that has them (or dropped: sold), in the fill's transaction either way.
+            (self._levels_owed.add if unleveled else self._levels_owed.discard)(fill.symbol)
+            record.kv[LEVELS_OWED_KEY] = sorted(self._levels_owed) or None
         if res.position is None and fill.symbol not in pf.positions:
             record.closed_symbol = fill.symbol
             self._priced_from.pop(fill.symbol, None)

@@ -1974,14 +1974,14 @@ class Store:
 
     async def entries_since(self, since_ms: int) -> list[tuple[int, int | None]]:
         """The entries DAILY_TRADES counts journaled since since_ms: orders not reduce-only, from a signal or the
-        operator, not refused with nothing filled (an entry the venue refused was not made; one it ended rejected
-        after a fill bought coins); each as (journal time, the UTC day it counted in, or None where the journal
-        does not say it)."""
+        operator, or recovered after a restore, not refused with nothing filled (an entry the venue refused was not
+        made; one it ended rejected after a fill bought coins); each as (journal time, the UTC day it counted in, or
+        None where the journal does not say it)."""
         rows = await self.query("SELECT created_ts, json_extract(intent, '$.entry_day') FROM orders WHERE "
-                                "reduce_only = 0 AND reason IN (?, ?) AND (status != ? OR filled > 0) AND "
+                                "reduce_only = 0 AND reason IN (?, ?, ?) AND (status != ? OR filled > 0) AND "
                                 "created_ts >= ?",
-                                (OrderReason.SIGNAL.value, OrderReason.OPERATOR.value, OrderStatus.REJECTED.value,
-                                 since_ms))
+                                (OrderReason.SIGNAL.value, OrderReason.OPERATOR.value, OrderReason.RECONCILE.value,
+                                 OrderStatus.REJECTED.value, since_ms))
         return [(int(r[0]), r[1] if isinstance(r[1], int) else None) for r in rows]
 
     async def market_time(self, timeframe_ms: int) -> int | None:
@@ -2103,6 +2103,17 @@ class Store:
                 await c.execute(_SQL_KV, (key, _dumps(value), record.wall))
 
     # ---------------------------------------------------------------- positions and trades
+    async def put_position(self, p: Position, values: dict[str, Any], ts: float) -> None:
+        """A held position's row written again (the levels it was given), with the keys `values` in the same
+        transaction."""
+        rows = [(key, _dumps(value), ts) for key, value in values.items()]
+        async with self._writing():
+            self._refuse_books_ahead()
+            async with self._tx():
+                await self._write_buffers()
+                await self.conn.execute(_SQL_POSITION, _position_row(p))
+                await self._put_rows(rows, [])
+
     async def parts_sold(self, decision_id: str, opened_ts: int) -> tuple[float, float] | None:
         """The P&L and entry cost of the parts of a position (its entry's decision, its opening time) closed so far;
         None when none was."""
