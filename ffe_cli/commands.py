@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 # Everything heavier than these (asyncio, the settings' sections, the engine, the audit tools, the console)
 # is imported by the verbs that use it: every `ffe` process starts with only what its verb needs, and a mistake on
 # the command line is said before any of it is loaded.
-from ffe_engine import fmt, present, reach, tables
+from ffe_engine import fmt, present, reach, settings_files, tables
 from ffe_engine.api import COMMANDS as CONTROL, UNDER_WAY
 from ffe_engine.errors import (ArgumentError, ControlError, FfeError, Interrupted, NotADatabase, StartError,
                               StorageError, UsageError)
@@ -43,21 +43,23 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def masked(text: str) -> str:
     """`text` with the secrets of the settings this command loaded replaced, as its logs have them; before any was
-    loaded (a mistake in the arguments), those the environment and the .env file hold."""
-    if not _secrets and not _may_quote_a_variable(text):
+    loaded (a mistake in the arguments), those the environment and the .env file the command names hold."""
+    env_file = settings_files.named_in(sys.argv[1:])
+    if not _secrets and not _may_quote_a_variable(text, env_file):
         return text  # the usual case, said without importing the settings (a usage error is said at once)
     from ffe_engine.config import secrets_around
     from ffe_engine.redact import Redactor
 
-    return Redactor(_secrets or secrets_around()).text(text)
+    return Redactor(_secrets or secrets_around(env_file)).text(text)
 
 
-def _may_quote_a_variable(text: str) -> bool:
-    """Whether `text` holds the value of an FFE_ variable of the environment or a line of ./.env (any: which are
-    secrets is the settings' to say)."""
+def _may_quote_a_variable(text: str, env_file: Path) -> bool:
+    """Whether `text` holds the value of an FFE_ variable of the environment or a line of the .env file (any: which
+    are secrets is the settings' to say)."""
     values = [v for k, v in os.environ.items() if k.upper().startswith("FFE_")]
-    with contextlib.suppress(OSError, UnicodeDecodeError):
-        for line in Path(".env").read_text(encoding="utf-8-sig").splitlines():
+    data = settings_files.regular_bytes(env_file)
+    with contextlib.suppress(UnicodeDecodeError):
+        for line in (data or b"").decode("utf-8-sig").splitlines():
             values.append(line.partition("=")[2].strip().strip("'\""))
     return any(len(v) >= 8 and v in text for v in values)  # 8: redact.MIN_SECRET, the shortest a secret is
 
@@ -415,7 +417,7 @@ def _report_path(args: argparse.Namespace, settings: Settings) -> Path:
     end: nothing of the account's or the run's (_overwrites), not a directory, in a directory that is there (never
     made: a file standing where a directory should be, or no directory, refused). A FIFO, a pipe or a device is
     returned as given, to be written in place; a link, as the file it links to."""
-    from ffe_engine.config import settings_paths
+    from ffe_engine.settings_files import settings_paths
 
     text = args.report
     path = Path(text)

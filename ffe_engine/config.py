@@ -30,6 +30,7 @@ from .clock import DAY_MS
 from .errors import FfeError, StartError, UnreachablePath, kind_of, unreachable
 from .redact import MIN_SECRET, REDACTED, Redactor
 from .urls import base_url_problem, mask_url, mask_urls
+from .settings_files import DEFAULT_CONFIG, MAX_SETTINGS_BYTES, regular_bytes, settings_paths
 from .schema import (
     AfterValidator,
     BeforeValidator,
@@ -44,7 +45,6 @@ from .schema import (
 ENV_PREFIX = "FFE_"
 ENV_DELIMITER = "__"
 SECRET_MASK = REDACTED
-DEFAULT_CONFIG = Path("config.toml")
 ProviderName = Literal["trend", "momentum", "mean_reversion", "breakout", "llm"]
 KNOWN_PROVIDERS: tuple[str, ...] = get_args(ProviderName)
 DEFAULT_PROVIDERS: tuple[ProviderName, ...] = ("trend", "momentum", "mean_reversion", "breakout")
@@ -791,7 +791,6 @@ def too_deep(value: Any, limit: int = MAX_NESTING) -> tuple[Any, ...] | None:
 # The most a config file or a .env file may hold. Settings are a few kB (the config.toml `ffe init` writes is under
 # 20 kB, comments and all): a file of megabytes is some other file named by mistake (a log, a data file), refused
 # before it is read whole, as a device would be read without end.
-MAX_SETTINGS_BYTES = 4 << 20
 
 
 def _settings_bytes(path: Path, shown: str, what: str) -> bytes:
@@ -1321,23 +1320,18 @@ def require_config_file(config_path: str | Path | None) -> Path:
     return config
 
 
-def settings_paths(config_path: str | Path | None, env_file: str | Path | None) -> tuple[Path, Path]:
-    """The config file and the .env file load_settings reads, whether they exist or not: a file written there later
-    is read by every command after."""
-    config = Path(config_path) if config_path is not None else DEFAULT_CONFIG
-    return config, Path(env_file) if env_file is not None else config.parent / ".env"
-
-
 def secrets_around(env_file: str | Path | None = None) -> list[str]:
     """The values the secret variables hold in the environment and in the .env file (`env_file`, else the default
     one), for an error said before a command's settings were read (an argument mistyped): taken out of it as the
     logs take the settings' secrets. Best effort: a .env file that cannot be read adds none."""
     names = {_env_name(path) for path in _secret_paths(Settings)}
     found = [value for name, value in os.environ.items() if name.upper() in names]
+    data = regular_bytes(settings_paths(None, env_file)[1])  # never a FIFO waited on, nor a device read on and on
     try:
         from dotenv import dotenv_values
 
-        found += [value or "" for name, value in dotenv_values(settings_paths(None, env_file)[1]).items()
+        text = data.decode("utf-8-sig") if data is not None else ""
+        found += [value or "" for name, value in dotenv_values(stream=io.StringIO(text)).items()
                   if name.upper() in names]
     except Exception:  # its own read, when a command comes to it, says what is wrong with it
         pass

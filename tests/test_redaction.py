@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import tomllib
 
@@ -226,3 +227,28 @@ def test_an_argument_mistake_said_before_the_settings_are_read_takes_a_secret_ou
         proc = run_ffe(tmp_path, *args, env=env)
         assert proc.returncode == 2, proc.stderr
         assert KEY not in proc.stdout + proc.stderr and REDACTED in proc.stderr, (args, proc.stderr)
+
+
+@pytest.mark.parametrize("where", ["--env-file", "--config"])
+def test_an_argument_mistake_takes_out_the_secrets_of_the_env_file_the_command_names(tmp_path, where):
+    """The .env file a command reads is the one it names (`--env-file`), or the one beside the config file it names
+    (`--config`, as under systemd): its secrets are taken out of an argument mistake too, not only ./.env's."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "config.toml").write_text("")
+    (tmp_path / "conf" / ("prod.env" if where == "--env-file" else ".env")).write_text(f"FFE_EXCHANGE__SECRET={KEY}\n")
+    named = ("--env-file", "conf/prod.env") if where == "--env-file" else ("--config", "conf/config.toml")
+    for args in (("report", "trades", "--last", KEY, *named), ("ctl", KEY, *named), ("run", "--max-bars", KEY, *named)):
+        proc = run_ffe(tmp_path, *args, env=ffe_env())
+        assert proc.returncode == 2, proc.stderr
+        assert KEY not in proc.stdout + proc.stderr and REDACTED in proc.stderr, (args, proc.stderr)
+
+
+def test_an_argument_mistake_beside_a_env_that_is_a_fifo_is_said_at_once(tmp_path):
+    """A ./.env that is a FIFO is never opened by the look for secrets an argument mistake makes: it would wait on it
+    for ever, deaf to SIGTERM (a device, read without end, is looked at the same way)."""
+    os.mkfifo(tmp_path / ".env")
+    (tmp_path / "config.toml").write_text("")
+    for args in (("rnu",), ("report", "trades", "--last", "many"), ("run", "--headless", "--max-bars", "x")):
+        proc = run_ffe(tmp_path, *args, env=ffe_env(), timeout=30)
+        assert proc.returncode == 2, proc.stderr
+        assert len([x for x in proc.stderr.splitlines() if x.startswith("ffe: error: ")]) == 1, proc.stderr
