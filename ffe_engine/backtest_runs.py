@@ -156,7 +156,7 @@ def trail_apart(settings: Settings) -> str | None:
         return (f"{not_an_account(settings, level)}: its audit trail is in its own log folder, not {settings.log_dir} "
                 f"(run {logs}'s); add --log-dir {settings.log_dir.parent / run} (`ffe backtest --list` names a run's "
                 "folders)")
-    if not account_logs(settings):
+    if level != "full" or not account_logs(settings):  # a trades run keeps no trail: its database is all
         return None
     return (f"{not_an_account(settings, level)}: its audit trail is in its own log folder; add --log-dir "
             f"{run_log_dir(settings)} (`ffe backtest --list` names a run's folders)")

@@ -324,6 +324,18 @@ def test_doctor_of_a_full_run_without_its_own_log_folder_names_that_folder_rathe
     assert verify.returncode == 2, verify.stdout + verify.stderr
 
 
+def test_a_trades_run_which_keeps_no_trail_is_read_without_a_log_folder_beside_an_account_s_logs(runs_dir):
+    """A trades run keeps no audit trail: read from the account's directory (logs/backtests there), the doctor and
+    the audit commands are not told to add a log folder it never had."""
+    data, _ = run_of(runs_dir, "trades")
+    assert (runs_dir / "logs" / "backtests").is_dir() and not (runs_dir / "logs" / "backtests" / Path(data).name).exists()
+    doctor = run_ffe(runs_dir, "doctor", "--data-dir", data)
+    assert doctor.returncode == 0 and "records trades" in doctor.stdout, doctor.stdout + doctor.stderr
+    for command in (("audit", "verify"), ("audit", "tail")):
+        proc = run_ffe(runs_dir, *command, "--data-dir", data)
+        assert "--log-dir" not in proc.stdout + proc.stderr, (command, proc.stdout, proc.stderr)
+
+
 def test_doctor_and_verify_of_a_run_given_another_run_s_log_folder_name_the_right_one_rather_than_damage(runs_dir):
     full = sorted(run for run, report in reports(runs_dir).items() if report["records"] == "full")
     assert len(full) == 2
