@@ -64,9 +64,19 @@ def check_bind(settings: Settings) -> None:
     too), saying where monitor.host was set: its line, or its variable in .env or the environment."""
     cfg = settings.monitor
     if cfg.enabled and not is_loopback(cfg.host) and cfg.token is None:
-        raise StartError(settings.blame(("monitor", "host"), f"monitor.host = {cfg.host!r} is reachable from the "
+        # An address is known here; a name is resolved by the start, on the machine it runs on.
+        reach = "is reachable" if _is_address(cfg.host) else "is no loopback address and may be reachable"
+        raise StartError(settings.blame(("monitor", "host"), f"monitor.host = {cfg.host!r} {reach} from the "
                                         "network: set FFE_MONITOR__TOKEN (a bearer token) in .env or the environment, "
                                         "or bind to 127.0.0.1"))
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 async def start_refused(settings: Settings, clock: Any, failure: Exception,

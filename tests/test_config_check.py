@@ -209,6 +209,17 @@ def test_config_check_refuses_a_monitor_open_to_the_network_without_a_token_as_t
     assert ffe_in_process(tmp_path, "config", "check").returncode == 0
 
 
+def test_a_monitor_host_name_without_a_token_is_not_said_to_be_reachable_for_sure(tmp_path):
+    """A name is resolved by the start, on its machine (a name that does not resolve here may there): without a token
+    it is refused as it may be reachable from the network, not said to be."""
+    (tmp_path / "config.toml").write_text('[monitor]\nhost = "no-such-host.invalid"\n')
+    res = ffe_in_process(tmp_path, "config", "check")
+    assert res.returncode == 2
+    assert res.stderr.splitlines() == [
+        "ffe: error: config.toml:2: monitor.host = 'no-such-host.invalid' is no loopback address and may be reachable "
+        "from the network: set FFE_MONITOR__TOKEN (a bearer token) in .env or the environment, or bind to 127.0.0.1"]
+
+
 def test_a_bad_key_map_from_the_environment_is_named_so_and_refused_by_a_headless_run_too(tmp_path):
     """`[tui] keys` given by FFE_TUI__KEYS: the error names the variable, as every other environment error does;
     and `ffe run --headless` refuses what `ffe config check` and the console refuse (docs/config.md)."""
