@@ -2504,6 +2504,7 @@ class Engine:
                        stored: asyncio.Future[None] | None = None) -> dict[str, Any]:
         """The flatten, with the controls; `press`: what it did when pressed, before it had them. `stored`: set
         once HALTED is stored."""
+        started = time.perf_counter()  # a duration measured, not a time of day
         closing: list[str] = []
         failed: list[dict[str, Any]] = []
         placed: dict[str, int] = {}
@@ -2595,7 +2596,8 @@ class Engine:
         said |= {x["symbol"]: "failed" for x in failed if x.get("symbol") in placed}  # beside an exit still working
         await self._flatten_said(said, KillSwitchEvent(
             action="flatten", cancelled=report.cancelled, failed=report.failed + failed, filled=report.filled,
-            closing=closing, in_doubt=doubt, dust=dust, waiting=waiting, after_exit=behind, by=by))
+            closing=closing, in_doubt=doubt, dust=dust, waiting=waiting, after_exit=behind, by=by,
+            elapsed_ms=round((time.perf_counter() - started) * 1000.0, 2)))
         await self._persist_books()
         await self.flush()
         return {"cancelled": report.cancelled, "failed": report.failed + failed, "filled": report.filled,

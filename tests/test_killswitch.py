@@ -240,8 +240,11 @@ async def test_flatten_cancels_orders_closes_every_position_reduce_only_and_halt
         assert {r[0] for r in closing} == set(result["closing"])
         assert {r[1]: r[3] for r in closing} == pytest.approx(held)
         assert all(r[2] == "sell" and r[4] == 1 and r[5] == "open" for r in closing)
-        kill = events(db, "kill_switch")
-        assert kill[-1]["action"] == "flatten" and sorted(kill[-1]["closing"]) == sorted(result["closing"])
+        # The halt it begins with (its cancels), then the flatten's own: its closing orders, and how long it took.
+        halt, kill = events(db, "kill_switch")
+        assert (halt["action"], halt["by"], halt["cancelled"]) == ("halt", "test", [open_cid]), halt
+        assert kill["action"] == "flatten" and sorted(kill["closing"]) == sorted(result["closing"])
+        assert open_cid in kill["cancelled"] and kill["elapsed_ms"] >= halt["elapsed_ms"] > 0, (halt, kill)
 
         # The next candle of each symbol fills the closing orders: no position left, the trades recorded.
         await feed_until(e, candles, BTC)
