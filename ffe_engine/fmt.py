@@ -64,6 +64,21 @@ def number(x: Any, digits: int = 6) -> str:
     return str(x)
 
 
+def beside(x: Any, limit: Any, digits: int = 4) -> str:
+    """A gate's value beside its limit: as `number` says it, with as many more digits as keep it on its own side of
+    the limit (0.54998 beside 0.55, not 0.55), as the record keeps it."""
+    if not isinstance(x, float) or not math.isfinite(x) or isinstance(limit, bool) \
+            or not isinstance(limit, (int, float)):
+        return number(x, digits)
+    side = (x > limit) - (x < limit)
+    for d in range(digits, 17):
+        text = qty(x, d)
+        shown = float(text.replace(",", ""))
+        if (shown > limit) - (shown < limit) == side:
+            return text
+    return text
+
+
 def counted(n: int, noun: str) -> str:
     """`n` and its noun, singular for one: "1 gap", "2,000 missing bars"."""
     return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"

@@ -615,7 +615,7 @@ class GatesPane(Static):
             t.add_column("limit", no_wrap=True, justify="right", max_width=cell)
             t.add_column("", no_wrap=True)
         cells: list[list[Any]] = [
-            [x.get("code", "?"), fmt.short(fmt.number(x.get("value"), 4), cell),
+            [x.get("code", "?"), fmt.short(fmt.beside(x.get("value"), x.get("limit")), cell),
              fmt.short(fmt.number(x.get("limit"), 4), cell),
              Text("ok", style="green") if x.get("passed") else Text("FAIL", style="bold red")] for x in shown]
         if hidden:
