@@ -1157,8 +1157,8 @@ class ConsoleApp(App[int]):
                     "what it became; nothing is cancelled.")
         filled = f", {fmt.qty(o.get('filled'))} filled so far" if o.get("filled") else ""
         return (f"{what}, {o['status']} for {fmt.duration(o.get('age_s'))}{filled}.\n"
-                "The venue is asked to cancel it. What filled before the cancel stays filled (a position, "
-                "with its stop-loss and take-profit watched); the strategy may send a new order on a later "
+                "The venue is asked to cancel it. What filled before the cancel stays filled (a position, its "
+                "stop-loss and take-profit watched where it has them); the strategy may send a new order on a later "
                 "signal.")
 
     async def _cancel_order(self, cid: str) -> None:

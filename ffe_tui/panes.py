@@ -713,7 +713,7 @@ class ChartPane(PlotextPlot):
             if values:
                 plt.plot(values, label=label, yside=side, marker="braille")
         plt.xticks([])
-        plt.title(f"{symbol} close · equity (right) · last {max(len(prices), len(equity))} bars")
+        plt.title(f"{symbol} close · equity (right) · last {fmt.counted(max(len(prices), len(equity)), 'bar')}")
         self.refresh()
 
 
