@@ -1224,7 +1224,15 @@ class ConsoleApp(App[int]):
         self._confirm("approval_mode", "Automatic approval", body, "AUTO",
                       lambda: self._control("approval mode", self.engine.set_approval_mode("auto", by="operator")))
 
+    def _main_view_shown(self) -> None:
+        """A key that acts on the main view (its detail pane, its log), pressed in another: the main view is shown,
+        for the change to be seen."""
+        if self.current_view != "main":
+            self.action_show_view("main")
+
     def action_filter_log(self) -> None:
+        self._main_view_shown()
+
         def done(spec: str | None) -> None:
             self._filter_opening = None
             if spec is None:
@@ -1240,6 +1248,7 @@ class ConsoleApp(App[int]):
         self.push_screen(self._filter_opening, done)
 
     def action_toggle_decisions(self) -> None:
+        self._main_view_shown()
         lines = self.view.toggle("decision")
         self.panes["log"].replace([ln.text for ln in lines[-LOG_LINES:]], self.view.filter.spec)
 
@@ -1258,6 +1267,9 @@ class ConsoleApp(App[int]):
             self.focused.choose()
 
     def action_next_view(self) -> None:
+        if self.current_view != "main":
+            self.action_show_view("main")  # shown as it was: the next press moves it on
+            return
         views = self.detail_views
         self._set_detail(views[(views.index(self._detail) + 1) % len(views)])
         self._tick()

@@ -162,6 +162,21 @@ async def test_remapped_view_keys_switch_views_and_help_shows_them(tmp_path):
         assert "f1, f2, f3, f4, f5, f6, f7" in screen_text(app)
 
 
+async def test_the_main_view_s_keys_pressed_in_another_view_show_the_main_view_they_act_on(tmp_path):
+    """`v` (the next detail pane), `d` (decisions in the log) and `/` (the log's filter) act on the main view: pressed
+    in another view, they show it, rather than change a pane nobody sees."""
+    app = console(tmp_path, speed=4.0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await running(pilot)
+        for key in ("v", "d", "slash"):
+            await pilot.press("3")
+            assert app.current_view == "orders"
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.current_view == "main", key
+            await pilot.press("escape")
+
+
 @pytest.mark.parametrize("entry, says", [
     ('pause = "p", panic = "x"', "config.toml:3: tui.keys: unknown binding id 'panic'"),
     ('pause = "notakey"', "config.toml:3: tui.keys.pause: 'notakey' is not a key name"),
