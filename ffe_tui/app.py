@@ -412,7 +412,9 @@ class ConsoleApp(App[int]):
             await self._engine_failed(exc)
             return
         if isinstance(self.engine, RemoteEngine):
-            self.say(f"attached to {describe(self.engine.identity)}; quitting this console leaves it running")
+            ended = self.engine.snapshot().get("ended")
+            self.say(f"attached to {describe(self.engine.identity)}; "
+                     + (f"its run has ended ({ended})" if ended else "quitting this console leaves it running"))
         try:
             # No turn of the loop since the halts asked while it opened were made: none can have been asked since.
             self._run_task = asyncio.ensure_future(self.engine.run())

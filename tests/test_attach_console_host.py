@@ -57,3 +57,17 @@ async def test_an_attached_console_says_the_engine_crashed_when_the_console_runn
                 locker.close()
             await until(pilot, lambda: "ENGINE CRASHED" in screen_text(app), "the crash on the attached screen")
             assert "StorageError" in screen_text(app), screen_text(app)
+
+
+async def test_attached_after_the_engine_s_run_ended_the_console_does_not_say_it_runs_on(tmp_path):
+    """Attached once the hosting console's engine has run its last bar: told its run has ended, not that quitting
+    leaves it running."""
+    settings = make_settings(tmp_path, market={"speed": 20.0})
+    async with engine_session(settings, headless=False, max_bars=5) as host:
+        await host.start_control()
+        await asyncio.wait_for(host.engine.run(), timeout=60)
+        app = ConsoleApp(settings, attach=True)
+        async with app.run_test(size=(120, 40)) as pilot:
+            said = lambda: [str(n.message) for n in app._notifications if "attached to" in str(n.message)]  # noqa: E731
+            [notice] = await until(pilot, said, "the attach notice")
+            assert "its run has ended" in notice and "leaves it running" not in notice, notice
