@@ -1585,8 +1585,12 @@ class Engine:
 
     async def _monitor(self, c: Candle, pos: Position) -> None:
         """Stop-loss and take-profit on the bar's range: an exit order through the single path.
-        HALTED means cancels only: the kill switch leaves positions to the operator (flatten)."""
-        if self.state is EngineState.HALTED or self.orders.pending_exit_qty(c.symbol) > 0:
+        HALTED means cancels only: the kill switch leaves positions to the operator (flatten). The exits working
+        (a stop-loss sent before, an operator's sell of a part) leave it nothing to do only where they sell all the
+        venue could take: a crossed level sells the rest."""
+        if self.state is EngineState.HALTED:
+            return
+        if self.orders.pending_exit_qty(c.symbol) > 0 and not self.orders.exit_room(c.symbol, c.close):
             return
         if c.symbol in self._exits_held:
             return  # an exit already waits for the venue's Retry-After to end

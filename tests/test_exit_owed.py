@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ffe_engine.breaker import SEND
 from ffe_engine.clock import ManualClock
 from ffe_engine.market.csvdata import load_csv
 from ffe_engine.market.replay import ReplayFeed
-from ffe_engine.model import EngineState, Side
+from ffe_engine.model import EngineState, OrderReason, Side
+from ffe_engine.risk import OrderIntent
 from ffe_engine.venues.base import VenueError
 from ffe_engine.venues.paper import PaperVenue
 from pipeline_helpers import (bars_from_closes, make_settings, paper_venue, pipelines, strategy_buys, wave,
@@ -159,3 +162,22 @@ async def test_an_exit_the_operator_cancels_is_owed_no_more(tmp_path, pipelines)
     await p.bars(3)
     assert [status for status, _ in await stop_exits(p)] == ["canceled"]
     assert BTC in e.portfolio.positions
+
+
+async def test_a_sell_working_on_part_of_a_position_does_not_keep_its_stop_loss_from_the_rest(tmp_path, pipelines):
+    """The operator's limit sell of a tenth of the position rests far above the market (or an operator's sell is in
+    doubt): the stop-loss crossed still sells the rest, not nothing for as long as that sell works."""
+    s = make_settings(tmp_path, symbols=(BTC,))
+    clock, script = ManualClock(), {}
+    p = await pipelines(s, script=script, feed=dip_feed(tmp_path, clock), clock=clock)
+    e = p.engine
+    await entered(p, script)
+    held = e.portfolio.positions[BTC].quantity
+    part = round(held / 10, 5)
+    sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.SELL, quantity=part, reason=OrderReason.OPERATOR,
+                                            type="limit", price=150.0, ref_price=100.0, reduce_only=True))
+    assert sub.accepted, sub.reason
+    await p.bars(2)  # the dip, then the next open fills the stop-loss exit
+    sold = await p.rows("SELECT status, quantity FROM orders WHERE reason = 'stop_loss'")
+    assert sold == [("filled", pytest.approx(held - part))], sold
+    assert e.portfolio.positions[BTC].quantity == pytest.approx(part)  # what the limit sell still works on
