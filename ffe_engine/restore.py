@@ -126,7 +126,10 @@ def _put_in_place(file: Path, settings: Settings, work: Path, checked: Checked, 
         elif stops is not None:
             keep_state(work / DB_NAME, EngineState.PAUSED, stops, now)
         trail.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        puts = [(work / DB_NAME, db), (work / TRAIL_NAME, trail), (work / CONFIG_NAME, data_dir / CONFIG_COPY)]
+        # The database last: the restore is done once it is in place. Killed before (a power cut), the start finds
+        # no database beside the records moved aside and refuses, saying to restore again (store.py,
+        # restore_left_half_way), rather than start on a database whose audit trail never came.
+        puts = [(work / TRAIL_NAME, trail), (work / CONFIG_NAME, data_dir / CONFIG_COPY), (work / DB_NAME, db)]
         _check_room(puts)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
         aside = _swap(there, puts, stamp)

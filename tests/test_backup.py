@@ -25,6 +25,7 @@ import zstandard
 from conftest import (BTC_CSV, audit_lines, db_rows, db_value, ffe_cmd, ffe_env, ffe_in_process, run_ffe,  # noqa: F401
                       sample_head, spawn_ffe, wait_until)
 from ffe_engine import backup as bk
+from ffe_engine import restore as restore_mod
 from ffe_engine.chain import chained, line_hash
 from ffe_engine.store import SCHEMA_VERSION
 
@@ -1591,3 +1592,34 @@ def test_a_backup_of_a_backtest_run_given_without_its_log_folder_names_the_run_s
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     (line,) = [line for line in proc.stderr.splitlines() if line.strip()]
     assert f"({data} and {logs.relative_to(cwd)})" in line, line
+
+
+class _Killed(BaseException):
+    """The restore's process killed (SIGKILL, a power cut) at that moment: nothing of it runs after."""
+
+
+@pytest.mark.parametrize("killed_at", ["audit.jsonl", "config.from-backup.toml", "ffe.db"])
+def test_a_restore_killed_while_it_puts_its_files_in_place_leaves_a_start_that_refuses(
+        account, archive, tmp_path, monkeypatch, killed_at):
+    """The database is the last file a restore puts in place: killed before it, the start finds no database beside
+    the records moved aside and refuses, saying to restore again (runbook: Restore), rather than start on a restored
+    database whose audit trail or configuration copy never came."""
+    cwd = tmp_path / "cwd"
+    shutil.copytree(account, cwd, ignore=shutil.ignore_patterns("*.sock", "*.lock"))
+    put = restore_mod._put
+
+    def killed(src: Path, dest: Path) -> None:
+        if dest.name == killed_at:
+            raise _Killed()
+        put(src, dest)
+
+    monkeypatch.setattr(restore_mod, "_put", killed)
+    with pytest.raises(_Killed):
+        ffe_in_process(cwd, "restore", str(archive), "--force", env=env())
+    monkeypatch.undo()
+    proc = run_ffe(cwd, "run", "--headless", "--max-bars", "1", env=env())
+    assert proc.returncode == 1, proc.stderr  # as for records the start cannot take
+    assert "a restore was cut short" in proc.stderr.strip().splitlines()[-1], proc.stderr
+    again = run_ffe(cwd, "restore", str(archive), "--force", env=env())
+    assert again.returncode == 0, again.stderr
+    assert run_ffe(cwd, "run", "--headless", "--max-bars", "1", env=env()).returncode == 0
