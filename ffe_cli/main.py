@@ -13,6 +13,7 @@ import functools
 import io
 import math
 import os
+import re
 import shutil
 import sys
 import textwrap
@@ -120,11 +121,16 @@ def _common(p: argparse.ArgumentParser, default: Any = None) -> None:
     p.add_argument("--log-dir", type=_path, default=default, help="audit and log directory")
 
 
+def _whole(text: str) -> int:
+    """ASCII digits with an optional sign, as config.toml and the environment take them: int() reads 1_0 as 10 and a
+    digit of another script (٣, ３) as 3."""
+    if not re.fullmatch(r"[+-]?[0-9]+", text.strip()):
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    return int(text)
+
+
 def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
     return value
@@ -135,10 +141,7 @@ COUNT_MAX = 1_000_000_000  # more records or trades than any account holds; past
 
 def _count(text: str) -> int:
     """A number of records or trades: 0 or more, and within COUNT_MAX."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    value = _whole(text)
     if not 0 <= value <= COUNT_MAX:
         raise argparse.ArgumentTypeError(f"must be 0 or more and at most {COUNT_MAX}, got {text}")
     return value
