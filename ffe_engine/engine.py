@@ -3155,6 +3155,12 @@ class Engine:
             raise ControlError("this engine takes no backups (no host around it)")
         return await self.backup_hook(to, by)
 
+    def _weight_shares(self) -> dict[str, float]:
+        """The providers' weights as a decision's votes are weighed with them: shares of the whole."""
+        raw = {p.name: self.ensemble.weight(p.name) for p in self.providers}
+        total = sum(raw.values())
+        return {name: w / total for name, w in raw.items()} if total > 0 else raw
+
     def snapshot(self) -> dict[str, Any]:
         """Everything the console's panes show, as plain data."""
         pf = self.portfolio
@@ -3203,7 +3209,7 @@ class Engine:
             "breakers": [self.breaker.summary()],
             "venue_hold": self.venue_hold(),
             "approvals": self.approvals.summary(),
-            "weights": {p.name: self.ensemble.weight(p.name) for p in self.providers},
+            "weights": self._weight_shares(),
             "bars": self.bars,
             "reconcile_blocked": list(self.reconcile_blocked),
             "monitor": self.monitor_status() if self.monitor_status is not None else None,
