@@ -41,8 +41,8 @@ from .entrylog import EntryLog
 from .errors import ControlError, FfeError, StartError, StorageError, damaged_database
 from .events import (BarEvent, DecisionMade, ErrorEvent, EventBus, KillSwitchEvent, OverrideEvent, PositionClosed,
                      PositionOpened, ReconcileEvent, RunEvent, WeightsChanged)
-from .execution import (CancelReport, OrderPath, below_minimum_at_stop, dust_at_stop, ended_unsold,
-                        side_to_close)
+from .execution import (CancelReport, OrderPath, below_minimum_at_stop, counts_in_daily_trades, dust_at_stop,
+                        ended_unsold, side_to_close)
 from .failed_cancels import FailedCancels
 from .flatten_entries import entry_end
 from .ids import IdSource
@@ -1529,6 +1529,18 @@ class Engine:
                      default=now_ms)
         return min(now_ms, max(marked, behind))
 
+    async def _count_recovered_entries(self, cids: list[str]) -> None:
+        """The entries a restore's recovery journaled count in the day they were made (DAILY_TRADES), as they did
+        then: in that day's count before this run, whenever that day begins (`_roll_day`), and now if it is today."""
+        for cid in cids:
+            o = await self.store.order(cid)
+            if o is None or not counts_in_daily_trades(o.reduce_only, o.reason):
+                continue
+            day = entry_day_of(o.created_ts)
+            self._entries_before[day] = self._entries_before.get(day, 0) + 1
+            if day == self.portfolio.day:
+                self.portfolio.entries_today += 1
+
     def _count_entries_before(self) -> None:
         """The day's entries counted as those journaled in it before this run (`_entries_before`): the journal holds
         every entry before it is counted, and its end, so the books' stored count (one fewer after a kill between
@@ -1992,6 +2004,7 @@ class Engine:
                 unrecovered = [{"kind": "restore_unrecovered", "error": recovery.error}]
             else:
                 self._restore_pending = False
+            await self._count_recovered_entries(recovery.orders)
             if not recovery.fills:  # nothing booked: the cash is as it was
                 self._cash_from_venue = taken
             if not self._cash_from_venue and self._books_whole():  # the cash taken before the recovery

@@ -1491,13 +1491,7 @@ class OrderPath:
                   price=vo.price, reduce_only=vo.side is Side.SELL, status=OrderStatus.OPEN,
                   exchange_id=vo.exchange_id, created_ts=vo.ts or now, updated_ts=now)
         intent = _intent_of(o)
-        # An entry made after the backup counts in the day it was made, as it did then (DAILY_TRADES; its time says
-        # which).
-        day = entry_day_of(o.created_ts) if counts_in_daily_trades(o.reduce_only, o.reason) else None
         await self.store.journal_order(o, {**intent.as_dict(), **note}, publish=functools.partial(self._emit, o))
-        if day is not None and day == self.portfolio.day:
-            self.portfolio.entries_today += 1
-            self._counted[o.client_order_id] = day
         self.live[o.client_order_id] = o
         self.intents[o.client_order_id] = intent
         await self._apply(o, vo)
