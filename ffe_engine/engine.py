@@ -2958,9 +2958,11 @@ class Engine:
             then = ("re-arm when ready (`ffe ctl resume --yes`)" if self.state is EngineState.HALTED else
                     "resume when ready")
             return f"reconciliation agrees with the venue; {then}"
-        if any(d.get("client_order_id") == client_order_id for d in held):
+        if any(d.get("client_order_id") == client_order_id for d in held) or not self._reconciled_whole:
+            # It could not compare everything yet (balances read within the settle window of an order change may
+            # lag the books): what held the engine before is looked at again, not to be accepted as it stands.
             return ("reconciliation looks again once the venue's reads have caught up; entries stay held until it "
-                    "agrees or finds what to accept")
+                    "agrees or finds what to accept (`ffe ctl why`)")
         if in_doubt_only(held) or not unexplained(held):
             return f"reconciliation: {blocked_text(held)}"
         return f"reconciliation found {blocked_text(held)}: accept them once checked (`ffe ctl why`)"
