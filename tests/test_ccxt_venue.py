@@ -536,3 +536,14 @@ async def test_a_retry_waits_out_a_longer_retry_after_another_request_got_before
     fx.on_request = meanwhile_banned
     assert (await venue.fetch_balance())["USDT"] == 10_000.0
     assert sum(waits.seconds) == pytest.approx(3.0), waits.seconds
+
+
+async def test_a_quantity_off_the_exchange_s_amount_step_is_not_sent_cut_to_it(fx, venue):
+    """The order path journals a quantity on the exchange's amount step. One off it (an order in doubt sent again
+    after the exchange changed its step) is refused before it is sent: ccxt would send it cut to the step, under the
+    same client order id, an order other than the one journaled."""
+    with pytest.raises(VenueError, match="amount step"):
+        await venue.create_order(buy("odd", qty=0.0100005))
+    assert fx.requests_to(POST_ORDER) == []
+    await venue.create_order(buy("even", qty=0.01))
+    assert len(fx.requests_to(POST_ORDER)) == 1

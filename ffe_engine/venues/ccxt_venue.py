@@ -327,6 +327,16 @@ def describe(exc: BaseException, secrets: Iterable[str] = ()) -> str:
     return _mask(f"{name}: {text}" if text else name, secrets)
 
 
+def _off_step(amount: str, quantity: float) -> bool:
+    """Whether the exchange's precision (`amount`, ccxt's amount_to_precision) changes `quantity` by more than a
+    float's own error."""
+    try:
+        sent = float(amount)
+    except ValueError:
+        return False
+    return abs(sent - quantity) > 1e-9 * max(abs(quantity), 1.0)
+
+
 def _retry_after(exchange: Any) -> float | None:
     headers = getattr(exchange, "last_response_headers", None) or {}
     for k, v in headers.items():
@@ -701,7 +711,13 @@ class CcxtVenue:
         if req.reduce_only and m.get("contract"):
             params["reduceOnly"] = True  # spot has no reduce-only flag: a spot sell cannot open a short anyway
         price = req.price if req.type == "limit" else None
-        what = f"create_order {req.client_order_id} {req.side.value} {self._amount_text(req)} {req.symbol}"
+        amount = self._amount_text(req)
+        what = f"create_order {req.client_order_id} {req.side.value} {amount} {req.symbol}"
+        if _off_step(amount, req.quantity):
+            # ccxt would send it cut to the step, under the same client order id: an order other than the one
+            # journaled (one in doubt sent again after the exchange changed its step). Refused, not sent.
+            raise VenueError(f"{self.name} {what}: not sent: {req.quantity:.12g} is not a whole number of the "
+                             "exchange's amount step (changed since the order was journaled?)")
         left = self.reads.held_for()
         if left > 0:  # the exchange asked for no requests before then (a read's Retry-After): not sent
             raise VenueUnavailable(f"{self.name} {what}: not sent, not placed: the exchange asked for no requests "
