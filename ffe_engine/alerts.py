@@ -553,6 +553,11 @@ class Notifier:
                 if self._sent_file is not None:
                     sentalerts.rearmed(self._sent_file, self._wall())
             self._state = ev.state
+        elif isinstance(ev, RunEvent) and ev.phase == "stop" and not ev.detail.get("error"):
+            # An orderly stop is the channel's last word: the repeats counted so far are summed up before it (but
+            # those of the windows that go on across a restart, which close() leaves to the next start's count).
+            for key in [k for k in self._windows if k not in RESTART_KEYS and not k.startswith(KEPT_HALTED)]:
+                self._end_window(key, self._now())
         elif isinstance(ev, RunEvent) and ev.phase == "start":
             self._state = ev.detail.get("state")
             # Paused by reconciliation before the restart (its page sent then): the hold's end is still news.

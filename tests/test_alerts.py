@@ -808,6 +808,9 @@ async def test_repeats_counted_in_a_window_are_summed_up_when_the_engine_stops_b
     assert db_value(settings.db_path, "SELECT COUNT(*) FROM alert_outbox WHERE kind = 'BREAKER_OPEN_REPEATED'") == 1
     [summary] = [r.body for r in hook.delivered if r.body["kind"] == "BREAKER_OPEN_REPEATED"]
     assert summary["severity"] == "page" and summary["text"].startswith("7 more BREAKER_OPEN alert(s)"), summary
+    # The stop is the channel's last word: the summary goes before it.
+    said = [r.body["kind"] for r in hook.delivered]
+    assert said[-2:] == ["BREAKER_OPEN_REPEATED", "STOPPED"], said
     await hook.stop()
 
 
