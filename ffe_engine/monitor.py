@@ -17,6 +17,7 @@ import ipaddress
 import os
 import shutil
 import socket
+import time
 from typing import Any, Callable
 
 import orjson
@@ -33,6 +34,7 @@ from .outage import differences, outage, outage_only
 from .reconcile import blocked_text
 from .redact import Redactor
 from .sentalerts import sent_path
+from .liveness import TURN_S
 from .tasks import cancel_and_wait
 
 log = logs.get_logger("ffe.monitor")
@@ -394,8 +396,13 @@ class Monitor:
         assert cfg.heartbeat_url is not None
         url = cfg.heartbeat_url.get_secret_value()
         hb = self.heartbeat
+        late = False  # the last wait ended later than it was to: the process was frozen (SIGSTOP, a paused VM)
         async with new_session() as session:
             while True:
+                if late and not self.loop_alive():
+                    # Every age jumped as it woke, and the loop has not had its turn yet: given it (within a turn's
+                    # wait) before a beat is held back for it.
+                    await self._loop_turns(TURN_S + 1.0)
                 if self.loop_alive():
                     try:
                         await ping(session, url, cfg.timeout_s)
@@ -406,7 +413,15 @@ class Monitor:
                         log.warning("heartbeat failed", error=str(exc))
                 else:
                     hb["skipped"] += 1  # silence is the message: the receiver raises the alarm
+                asked = time.monotonic()  # the wait's own length, in real seconds, whatever the engine's clock
                 await asyncio.sleep(cfg.heartbeat_s)
+                late = time.monotonic() - asked > cfg.heartbeat_s + 1.0
+
+    async def _loop_turns(self, within_s: float) -> None:
+        """Until the main loop is seen alive, `within_s` (real seconds) at most."""
+        until = time.monotonic() + within_s
+        while not self.loop_alive() and time.monotonic() < until:
+            await asyncio.sleep(0.05)
 
     async def close(self) -> None:
         await cancel_and_wait(self._tasks)

@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -227,20 +228,34 @@ async def test_a_process_suspended_then_resumed_is_no_stalled_loop(tmp_path, spa
     hook = await Receiver().start()
     starter_config(tmp_path)
     engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(
-        FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook", FFE_MONITOR__LOOP_STALE_S="2", FFE_MONITOR__AUDIT_STALE_S="2"))
+        FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook", FFE_MONITOR__LOOP_STALE_S="2", FFE_MONITOR__AUDIT_STALE_S="2",
+        FFE_ALERTS__HEARTBEAT_URL=hook.url + "/beat", FFE_ALERTS__HEARTBEAT_S="3"))
+    kinds = lambda: [r.body["kind"] for r in hook.delivered if isinstance(r.body, dict)]  # noqa: E731
     try:
-        await until(lambda: any(r.body.get("kind") == "STARTED" for r in hook.delivered), what="the engine started")
+        await until(lambda: "STARTED" in kinds(), what="the engine started")
+        await until(lambda: any(r.path == "/beat" for r in hook.requests), what="a heartbeat")
+        skipped = await asyncio.to_thread(_heartbeats_skipped, tmp_path)
         engine.send(signal.SIGSTOP)
-        await asyncio.sleep(4.0)  # twice the stale limits
+        await asyncio.sleep(4.0)  # twice the stale limits, past the heartbeat's time
         engine.send(signal.SIGCONT)
+        woke = time.monotonic()
         await asyncio.sleep(4.0)  # time for a page to arrive, if one were raised
         assert engine.alive()
-        assert [r.body["kind"] for r in hook.delivered if "STALLED" in r.body.get("kind", "")] == []
+        assert [k for k in kinds() if "STALLED" in k] == []
+        # The heartbeat due while it was frozen goes once its loop has turned, not a whole beat later.
+        after = [r.at - woke for r in hook.requests if r.path == "/beat" and r.at > woke]
+        assert after and after[0] < 2.5, after
+        assert await asyncio.to_thread(_heartbeats_skipped, tmp_path) == skipped
     finally:
         engine.send(signal.SIGCONT)
         engine.send(signal.SIGTERM)
         await asyncio.to_thread(engine.wait)
         await hook.stop()
+
+
+def _heartbeats_skipped(cwd: Path) -> int:
+    status = run_ffe(cwd, "ctl", "status", "--json")
+    return json.loads(status.stdout)["result"]["monitor"]["heartbeat"]["skipped"]
 
 
 def test_ctl_health_exits_2_when_no_engine_runs(tmp_path):
