@@ -324,9 +324,17 @@ def _kill(f: Fields) -> str:
 _MONEY_DETAIL = frozenset({"equity", "cash"})  # a run's detail figures that are money
 
 
+# What a start says that needs the operator (a run cut short, a limit breached, records set aside or damaged,
+# positions nothing watches): first in its line, which a narrow screen cuts.
+_RUN_WARNINGS = ("last_run", "last_run_why", "trail_damaged", "breached", "set_aside", "set_aside_earlier",
+                 "unwatched")
+
+
 def _run(f: Fields) -> str:
     detail = f.get("detail") or {}
-    keep = " ".join(f"{k}={fmt.money(v) if k in _MONEY_DETAIL else fmt.compact(v)}" for k, v in detail.items())
+    first = [k for k in _RUN_WARNINGS if k in detail]
+    keep = " ".join(f"{k}={fmt.money(detail[k]) if k in _MONEY_DETAIL else fmt.compact(detail[k])}"
+                    for k in first + [k for k in detail if k not in first])
     return f"{f.get('phase')} {f.get('mode')} {keep}".rstrip()
 
 

@@ -124,6 +124,16 @@ def test_a_run_s_equity_is_said_as_money_with_its_two_decimals():
                                                       "detail": {"equity": 10000}})
 
 
+def test_a_start_s_warnings_come_first_in_its_line():
+    """A start after a kill says so (`last_run`) among its figures: first, so that a console 80 columns wide, which
+    cuts the line, still shows it."""
+    text = present.line("run", {"phase": "start", "mode": "LIVE", "detail": {
+        "state": "PAUSED", "recovered_orders": 0, "positions": 1, "equity": 10000.0, "symbols": ["BTC/USDT"],
+        "last_run": "ended without its stop record", "breached": ["DRAWDOWN 16.00% > 15%"]}})
+    assert text.startswith("run start LIVE last_run=ended without its stop record breached="), text
+    assert "state=PAUSED" in text and "equity=10,000.00" in text, text
+
+
 def test_a_figure_over_its_limit_is_said_with_the_decimals_that_show_it_over():
     """A risk pause's reason said `DRAWDOWN 0.05% > 0.05%`: 0.0507 rounded to two decimals. Two decimals where they
     tell the figure from its limit, more where they do not."""
