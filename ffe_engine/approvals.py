@@ -197,28 +197,36 @@ class ApprovalDesk:
             del self._approving[approval_id]
             done.set()
 
+    async def _held_since(self, row: dict[str, Any], approval_id: str, by: str, symbol: str) -> dict[str, Any] | None:
+        """An entry is proposed with nothing held: one made since (the operator's, or recovered from the exchange
+        after a restore: this decision's own, made after the backup) is not added to. The refusal, or None."""
+        if self.portfolio.holding(symbol) is None and not self.orders.pending_entry(symbol):
+            return None
+        reason = f"IN_POSITION: {symbol} is held (an entry was made since this was proposed)"
+        await self._end(row, "rejected", f"re-check ({by})", reason)
+        return {"approval_id": approval_id, "accepted": False, "reason": reason, "client_order_id": None, "gates": []}
+
     async def _approve(self, row: dict[str, Any], approval_id: str, by: str) -> dict[str, Any]:
         if self._left(approval_id) <= 0:
             await self._end(row, "expired", "ttl", "expired before approval")
             raise ControlError(f"approval {approval_id} expired")
         proposed = OrderIntent.from_dict(row["intent"])
-        symbol = proposed.symbol
-        if self.portfolio.holding(symbol) is not None or self.orders.pending_entry(symbol):
-            # An entry is proposed with nothing held; one made since (the operator's, or recovered from the exchange
-            # after a restore: this decision's own, made after the backup) is not added to.
-            reason = f"IN_POSITION: {symbol} is held (an entry was made since this was proposed)"
-            await self._end(row, "rejected", f"re-check ({by})", reason)
-            return {"approval_id": approval_id, "accepted": False, "reason": reason, "client_order_id": None,
-                    "gates": []}
+        held = await self._held_since(row, approval_id, by, proposed.symbol)
+        if held is not None:
+            return held
         # The price the market is at now: the last bar's close can be a bar's length old.
         price = await self.price_now(proposed.symbol)
-        # The read can take a while (an exchange's Retry-After): the approval may have ended or expired meanwhile.
+        # The read can take a while (an exchange's Retry-After): the approval may have ended or expired meanwhile,
+        # or an entry been made in its symbol.
         if self.pending.get(approval_id) is not row:
             raise ControlError(f"approval {approval_id} ended while the exchange's price was read ({row.get('status')}"
                                "): nothing approved")
         if self._left(approval_id) <= 0:
             await self._end(row, "expired", "ttl", "expired while the exchange's price was read")
             raise ControlError(f"approval {approval_id} expired")
+        held = await self._held_since(row, approval_id, by, proposed.symbol)
+        if held is not None:
+            return held
         reason = moved_past(proposed, price) if price else "NO_PRICE: no current price"
         if reason or not price:
             reason += f" (proposed at {fmt.price(row['price'])})"

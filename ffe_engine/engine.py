@@ -1851,7 +1851,8 @@ class Engine:
         decision that made its entry is not in the restored database): a strategy entry's at its price, from the
         volatility now, so that the position is watched as any. None before the volatility is known (the start's
         recovery comes before its warm-up): owed then (`_levels_owed`), and given by `_give_levels`."""
-        atr = self.ind[symbol].atr
+        ind = self.ind.get(symbol)  # (none for a symbol no longer traded: owed until it is again)
+        atr = ind.atr if ind is not None else None
         if not atr or atr <= 0:
             return None, None
         risk = self.settings.risk
@@ -1881,7 +1882,8 @@ class Engine:
         pf = self.portfolio
         stop_loss, take_profit = intent.stop_loss, intent.take_profit
         unleveled = False
-        if order.reason is OrderReason.RECONCILE and not order.reduce_only and fill.symbol not in pf.positions:
+        if order.reason is OrderReason.RECONCILE and not order.reduce_only and pf.holding(fill.symbol) is None:
+            # (nothing held but dust, maybe, of an earlier position: a new one opens over it)
             stop_loss, take_profit = self._recovered_levels(fill.symbol, fill.price)
             unleveled = stop_loss is None
         res = pf.apply_fill(fill, decision_id=order.decision_id if not order.reduce_only else None,

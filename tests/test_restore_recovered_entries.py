@@ -118,3 +118,83 @@ async def test_an_entry_recovered_after_a_restore_counts_in_the_day_s_trades(tmp
                                  ref_price=e.portfolio.last_price[BTC])
             [daily] = [g for g in e.orders.check(intent) if g.code == "DAILY_TRADES"]
             assert not daily.passed and float(daily.value) == 1.0, daily
+
+
+async def test_a_position_recovered_over_dust_of_an_earlier_one_gets_its_levels_too(tmp_path, fx):
+    """The backup holds dust of an earlier position (its buy's fee taken in BTC, its sale cut to the amount step):
+    the recovered entry opens its position over that dust, and gets its levels all the same."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.2})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            await strategy_entry(e, fx)
+            assert (await e.close_position(BTC))["accepted"]
+            await wait_for(lambda: not e.orders.live and e.portfolio.is_dust(BTC), timeout=30, what="closed to dust")
+    archive = bk.take_stopped(settings, tmp_path / "backups", time.time()).path
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        sent = len(fx.requests_to(POST_ORDER))
+        async with engine_loop(e):
+            for _ in range(5):
+                fx.market_clock.step()
+                try:
+                    await wait_for(lambda: len(fx.requests_to(POST_ORDER)) > sent, timeout=8, what="an entry")
+                    break
+                except AssertionError:
+                    pass
+            await wait_for(lambda: e.portfolio.holding(BTC) is not None and not e.orders.live, timeout=30,
+                           what="the entry filled")
+    restore(archive, settings, force=True, now=time.time())
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        await e.reconcile()
+        pos = e.portfolio.positions[BTC]
+        assert pos.stop_loss is not None and pos.take_profit is not None, pos
+
+
+async def test_an_entry_made_while_an_approval_reads_the_price_is_not_added_to_by_it(tmp_path, fx):
+    """The operator buys the symbol while an approve waits for the exchange's price: the re-check after the read
+    refuses the approval (IN_POSITION), one entry only."""
+    import asyncio
+
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.2, "approval": "manual",
+                                                        "approval_ttl_s": 3600})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            aid = (await strategy_approval(e, fx))["approval_id"]
+            for route in ("GET /api/v3/ticker/price", "GET /api/v3/ticker/24hr", "GET /api/v3/ticker/bookTicker"):
+                fx.fault(route, "slow", seconds=2.0)
+            asked = len(fx.requests)
+            approving = asyncio.ensure_future(e.approve(aid, by="operator"))
+            await wait_for(lambda: any("ticker" in r.route for r in fx.requests[asked:]), timeout=10,
+                           what="the approval's price read")
+            assert (await e.operator_order(BTC, "buy", 0.001))["accepted"]
+            await wait_for(lambda: BTC in e.portfolio.positions and not e.orders.live, timeout=20, what="bought")
+            answer = await approving
+            assert not answer["accepted"] and answer["reason"].startswith("IN_POSITION"), answer
+        assert [r.params.get("side") for r in fx.requests_to(POST_ORDER)] == ["BUY"]
+
+
+async def test_levels_owed_to_a_symbol_no_longer_traded_stop_no_start(tmp_path):
+    """`kv levels_owed` names a symbol taken out of engine.symbols since, its position still held (owed at a start
+    killed before its warm-up): the start goes on, the levels owed until the symbol is traded again."""
+    from conftest import make_settings
+
+    sol = "SOL/USDT"
+    first = make_settings(tmp_path, engine={"symbols": [BTC, sol]})
+    async with engine_session(first) as running:
+        e = running.engine
+        candles = e.feed.iter_candles()
+        for _ in range(4):
+            await e.on_candle(next(candles))
+        assert (await e.operator_order(sol, "buy", 1.0))["accepted"]
+        for _ in range(4):
+            await e.on_candle(next(candles))
+        assert sol in e.portfolio.positions
+        await running.store.put_kv("levels_owed", [sol], time.time())
+    async with engine_session(make_settings(tmp_path, engine={"symbols": [BTC]})) as running:
+        assert running.engine.started and sol in running.engine.portfolio.positions
+    assert rows(first.db_path, "SELECT value FROM kv WHERE key = 'levels_owed'") == [(f'["{sol}"]',)]
