@@ -1687,7 +1687,10 @@ class Engine:
             return
         for sym, intent in list(self._exits_held.items()):
             pos = self.portfolio.holding(sym)
-            if self.state is EngineState.HALTED or pos is None or self.orders.pending_exit_qty(sym) > 0:
+            # Being closed already: the sells working sell all the venue could take (as _monitor sees it).
+            closing = pos is not None and self.orders.pending_exit_qty(sym) > 0 \
+                and not self.orders.exit_room(sym, self.portfolio.last_price.get(sym))
+            if self.state is EngineState.HALTED or pos is None or closing:
                 del self._exits_held[sym]
                 continue
             sub = await self.orders.submit(dataclasses.replace(intent, quantity=pos.quantity))
@@ -2960,13 +2963,15 @@ class Engine:
             then = ("re-arm when ready (`ffe ctl resume --yes`)" if self.state is EngineState.HALTED else
                     "resume when ready")
             return f"reconciliation agrees with the venue; {then}"
+        if in_doubt_only(held) or not unexplained(held):
+            return f"reconciliation: {blocked_text(held)}"
+        if any(d.get("kind") in OUTAGE_KINDS for d in held):  # it could not reach the exchange: nothing compared
+            return f"reconciliation: {outage(held).what}; it looks again once it answers (`ffe ctl why`)"
         if any(d.get("client_order_id") == client_order_id for d in held) or not self._reconciled_whole:
             # It could not compare everything yet (balances read within the settle window of an order change may
             # lag the books): what held the engine before is looked at again, not to be accepted as it stands.
             return ("reconciliation looks again once the venue's reads have caught up; entries stay held until it "
                     "agrees or finds what to accept (`ffe ctl why`)")
-        if in_doubt_only(held) or not unexplained(held):
-            return f"reconciliation: {blocked_text(held)}"
         return f"reconciliation found {blocked_text(held)}: accept them once checked (`ffe ctl why`)"
 
     async def close_position(self, symbol: str, by: str = "operator", opened_ts: int | None = None,

@@ -390,7 +390,10 @@ class OrderPath:
                                      code="NOTHING_HELD")
             qty = min(qty, left)
         qty = floor_to_step(qty, market.amount_step)
-        price = intent.price or intent.ref_price or self.portfolio.last_price.get(intent.symbol) or 0.0
+        # A limit order at its price; a market order where the market is (an exit's reference is its level, which
+        # the market may be well past: the venue measures its minimum at its own price).
+        price = (intent.price if intent.type == "limit" else None) or self.portfolio.last_price.get(intent.symbol) \
+            or intent.ref_price or 0.0
         if market.below_minimum(qty, price):
             return self._refused(intent, gates, f"below venue minimum (qty {qty:.8g}, min notional "
                                                 f"{market.min_notional})", code="BELOW_MINIMUM")

@@ -11,6 +11,7 @@ import pytest
 
 from ffe_engine.breaker import SEND
 from ffe_engine.clock import ManualClock
+from ffe_engine.execution import floor_to_step
 from ffe_engine.market.csvdata import load_csv
 from ffe_engine.market.replay import ReplayFeed
 from ffe_engine.model import EngineState, OrderReason, Side
@@ -19,6 +20,8 @@ from ffe_engine.venues.base import VenueError
 from ffe_engine.venues.paper import PaperVenue
 from pipeline_helpers import (bars_from_closes, make_settings, paper_venue, pipelines, strategy_buys, wave,
                               write_csv)
+
+from live_helpers import fx  # noqa: F401  (a fixture)
 
 _ = pipelines  # a fixture
 
@@ -181,3 +184,51 @@ async def test_a_sell_working_on_part_of_a_position_does_not_keep_its_stop_loss_
     sold = await p.rows("SELECT status, quantity FROM orders WHERE reason = 'stop_loss'")
     assert sold == [("filled", pytest.approx(held - part))], sold
     assert e.portfolio.positions[BTC].quantity == pytest.approx(part)  # what the limit sell still works on
+
+
+async def test_the_rest_beside_a_sell_working_is_sold_where_the_market_is_not_at_the_level(tmp_path, pipelines):
+    """The rest beside an operator's limit sell is worth more than the venue's minimum at the market, less at the
+    stop-loss level: a market exit is sold at the market, so the venue takes it; not refused at every bar."""
+    s = make_settings(tmp_path, symbols=(BTC,))
+    clock, script = ManualClock(), {}
+    p = await pipelines(s, script=script, feed=dip_feed(tmp_path, clock), clock=clock)
+    e = p.engine
+    await entered(p, script)
+    pos = e.portfolio.positions[BTC]
+    step = s.venue.amount_step
+    rest = floor_to_step(s.venue.min_notional / ((pos.stop_loss + 99.9) / 2), step)
+    assert rest * pos.stop_loss < s.venue.min_notional < rest * 99.9
+    part = floor_to_step(pos.quantity - rest, step)
+    sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.SELL, quantity=part, reason=OrderReason.OPERATOR,
+                                            type="limit", price=150.0, ref_price=100.0, reduce_only=True))
+    assert sub.accepted, sub.reason
+    await p.bars(3)
+    refused = [d for d in await p.events("order") if d.get("reason") == "stop_loss" and d.get("status") == "refused"]
+    assert refused == [] and [status for status, _ in await stop_exits(p)] == ["filled"], refused
+
+
+async def test_an_exit_held_by_a_retry_after_beside_a_sell_working_goes_once_the_wait_is_over(tmp_path, fx):
+    """A stop-loss the exchange's Retry-After held back, an operator's limit sell working on part of the position:
+    the rest is sold once the wait is over, not at the next bar (an hour later on hourly bars)."""
+    import asyncio
+
+    from live_helpers import POST_ORDER, engine_loop, next_bar, wait_for
+    from test_live_engine import running_live
+
+    async with running_live(tmp_path, fx) as running:
+        e = running.engine
+        assert (await e.operator_order(BTC, "buy", 0.02))["accepted"]
+        await wait_for(lambda: not e.orders.live, timeout=10, what="bought")
+        sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.SELL, quantity=0.005, type="limit",
+                                                price=40_000.0, reason=OrderReason.OPERATOR, ref_price=30_000.0,
+                                                reduce_only=True))
+        assert sub.accepted, sub.reason
+        e.portfolio.positions[BTC].stop_loss = 1e9  # crossed at the next bar
+        fx.fault(POST_ORDER, "418", retry_after=2)
+        await next_bar(e, fx)
+        e.portfolio.positions[BTC].stop_loss = None
+        assert BTC in e._exits_held
+        async with engine_loop(e):
+            await wait_for(lambda: e.portfolio.positions[BTC].quantity < 0.006, timeout=15,
+                           what="the rest sold once the wait is over, before any new bar")
+        await asyncio.sleep(0)

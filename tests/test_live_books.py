@@ -2048,6 +2048,30 @@ async def test_a_sale_by_hand_booked_within_the_settle_window_says_the_reconcili
             await reconcile_until(e, lambda _: not e.reconcile_blocked, "the books agreeing")
 
 
+async def test_a_sale_by_hand_whose_reconciliation_finds_the_exchange_down_says_so(tmp_path, fx):
+    """The sale's own balance check answered, then the exchange stops answering: the command says the exchange could
+    not be reached (an outage, nothing to accept), not that its reads have to catch up."""
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 0.1})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            held = await sold_by_hand(e, fx, 0.5)
+            reads: list[int] = []
+
+            def down_after_the_first_account_read(rec) -> None:
+                if rec.route == "GET /api/v3/account":
+                    reads.append(1)
+                    if len(reads) > 1:
+                        fx.down = True
+
+            fx.on_request = down_after_the_first_account_read
+            result = await e.book_hand_sale(BTC, quantity=round(held * 0.5, 5), price=30_000.0, by="test")
+            fx.down, fx.on_request = False, None
+            assert "could not be reached" in result["reconcile"], result
+            assert "caught up" not in result["reconcile"], result
+
+
 @contextlib.asynccontextmanager
 async def withdrawn_after_entry(tmp_path, fx: FakeBinance, amount: float):
     """A live engine running on the climbing market, its strategy entry filled and final, then `amount` of quote
