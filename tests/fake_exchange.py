@@ -55,7 +55,8 @@ Faults are queued per route ("METHOD /path") and each is used once (or `times` t
 - "trade_twice": run the request and answer its trades (a trade list, or a new order's `fills`) with one of them
   listed twice (the trade whose id is `trade`, else the first), as Binance's trade list can; with `shuffle=True`
   the list is answered out of order too (newest first), and with `ids=False` without the trades' ids;
-- "extra_trade": the same, but the copy has an id of its own: the list names one more trade of the order than it
+- "truncated": run the request and answer the first half of its body, as a connection cut short delivers it;
+- "extra_trade": as "trade_twice", but the copy has an id of its own: the list names one more trade of the order than it
   made, so that its trades add up to more than the order filled.
 `fx.quote_skew` (1.0: none) multiplies what every order answer says the order cost (`cummulativeQuoteQty`), its
 trades, their fees and the balances left as they are: an answer whose cost disagrees with the trades the account made.
@@ -90,7 +91,7 @@ from aiohttp import web
 
 FAULT_KINDS = ("drop_after", "drop_before", "hang", "slow", "5xx_executed", "5xx_not_executed", "429", "418", "expire",
                "not_found_once", "error", "stale", "no_cost", "fill_later", "page_200", "empty_200", "trade_twice",
-               "extra_trade")
+               "extra_trade", "truncated")
 
 # symbol id -> listing; prices are the starting points of the deterministic price path used by klines
 LISTINGS: dict[str, dict[str, Any]] = {
@@ -509,6 +510,12 @@ class FakeBinance:
             if trades:
                 self._list_again(trades, f)
             return web.json_response(body)
+        if f.kind == "truncated":  # its body cut half way, as a connection that closed early delivers it
+            resp = await self._run(handler, request)
+            if not isinstance(resp, web.Response) or resp.text is None:
+                return resp
+            return web.Response(status=resp.status, text=resp.text[: len(resp.text) // 2],
+                                content_type="application/json")
         if f.kind in ("page_200", "empty_200"):
             if f.execute:
                 await self._run(handler, request)

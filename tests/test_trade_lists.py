@@ -265,3 +265,19 @@ async def test_after_a_restart_a_trade_listed_late_is_not_booked_twice(tmp_path,
         await e.orders.poll()
         await wait_for(lambda: not e.orders.live, timeout=30, what="the entry final")
     each_trade_booked_once(settings.db_path, cid, order)
+
+
+async def test_a_trade_list_cut_short_on_its_way_is_read_again_not_taken_for_trades(tmp_path, fx, caplog):
+    """The order's trades answered with half a body (the connection closed early): ccxt reads its characters as as
+    many empty trades. No trade list: read again, the order's trades booked once, nothing said of trades twice."""
+    two_trades_paying_in_both_coins(fx)
+    fx.fault(POST_ORDER, "drop_after")
+    fx.fault(MY_TRADES, "truncated", times=1)
+    settings = answer_settings(tmp_path, fx, "FULL", engine={"order_poll_s": 0.2})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            cid = await strategy_entry(e, fx)
+        assert any(r.fault == "truncated" for r in fx.requests_to(MY_TRADES))
+        assert_account_s_books(e, fx, settings.db_path, cid)
+    assert "more than once" not in caplog.text

@@ -1123,12 +1123,21 @@ class CcxtVenue:
         # From the first trade id on, oldest first: asked from none, Binance answers the most recent trades, and
         # the pages after them would hold nothing while the oldest were never read.
         start: int | None = 0
+        what = f"fetch_order_trades {order.client_order_id}"
         for _ in range(TRADES_PAGES_MAX):
             params = {"fromId": start}
-            page: list[dict[str, Any]] = await self.reads(
-                f"fetch_order_trades {order.client_order_id}",
-                lambda: self.exchange.fetch_order_trades(order.exchange_id, order.symbol, None, TRADES_PAGE,
-                                                         params))
+
+            async def read() -> list[dict[str, Any]]:
+                got = await self.exchange.fetch_order_trades(order.exchange_id, order.symbol, None, TRADES_PAGE,
+                                                             params)
+                # A body that is no list (cut short on its way, a gateway's text): ccxt reads each of its characters
+                # as an empty trade. Not read: tried again.
+                if not isinstance(got, list) or not all(isinstance(t, dict) and isinstance(t.get("info"), dict)
+                                                        for t in got):
+                    raise VenueUnavailable(f"{self.name} {what}: the answer was not a trade list")
+                return got
+
+            page = await self.reads(what, read)
             trades += page
             start = _next_trade_id(page) if len(page) >= TRADES_PAGE else None
             if start is None:
