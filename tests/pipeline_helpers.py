@@ -71,6 +71,7 @@ def make_settings(tmp_path: Path, *, symbols: Iterable[str] = ("BTC/USDT", "ETH/
         breaker=breaker or {},
         storage={"path": str(tmp_path / "data" / "ffe.db")},
         logging={"dir": str(tmp_path / "logs")},
+        monitor={"port": 0},  # any free port: an engine_session starts the monitor, and other engines may be up
     )
 
 
