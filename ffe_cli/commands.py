@@ -54,14 +54,11 @@ def masked(text: str) -> str:
 
 
 def _may_quote_a_variable(text: str, env_file: Path) -> bool:
-    """Whether `text` holds the value of an FFE_ variable of the environment or a line of the .env file (any: which
-    are secrets is the settings' to say)."""
+    """Whether `text` may hold the value of an FFE_ variable of the environment or of the .env file (which are
+    secrets is the settings' to say): a .env file with anything in it is read as the settings read it (its quotes,
+    comments and ${VARIABLES}), not guessed at here."""
     values = [v for k, v in os.environ.items() if k.upper().startswith("FFE_")]
-    data = settings_files.regular_bytes(env_file)
-    with contextlib.suppress(UnicodeDecodeError):
-        for line in (data or b"").decode("utf-8-sig").splitlines():
-            values.append(line.partition("=")[2].strip().strip("'\""))
-    return any(len(v) >= 8 and v in text for v in values)  # 8: redact.MIN_SECRET, the shortest a secret is
+    return bool(settings_files.regular_bytes(env_file)) or any(len(v) >= 8 and v in text for v in values)
 
 
 def _print(text: str) -> None:

@@ -41,8 +41,13 @@ def regular_bytes(path: Path) -> bytes | None:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return None
-    with open(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # (a directory opens too)
             return None
-        data = f.read(MAX_SETTINGS_BYTES + 1)
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_SETTINGS_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     return data if len(data) <= MAX_SETTINGS_BYTES else None

@@ -252,3 +252,24 @@ def test_an_argument_mistake_beside_a_env_that_is_a_fifo_is_said_at_once(tmp_pat
         proc = run_ffe(tmp_path, *args, env=ffe_env(), timeout=30)
         assert proc.returncode == 2, proc.stderr
         assert len([x for x in proc.stderr.splitlines() if x.startswith("ffe: error: ")]) == 1, proc.stderr
+
+
+def test_a_env_that_is_a_directory_is_one_line_not_a_traceback(tmp_path):
+    (tmp_path / ".env").mkdir()
+    (tmp_path / "config.toml").write_text("")
+    for args in (("audit", "tail", "-n", "3"), ("audit", "tail", "-n", "x"), ("doctor", "--env-file", str(tmp_path))):
+        proc = run_ffe(tmp_path, *args, env=ffe_env())
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert len([x for x in proc.stderr.splitlines() if x.startswith("ffe: error: ")]) == 1, proc.stderr
+
+
+@pytest.mark.parametrize("line", [f"FFE_EXCHANGE__SECRET={KEY} # my key", f'FFE_EXCHANGE__SECRET="{KEY}"  # mine',
+                                  "FFE_EXCHANGE__SECRET=${THE_KEY}"], ids=["comment", "quoted, comment", "expanded"])
+def test_an_argument_mistake_takes_out_a_secret_however_the_env_line_writes_it(tmp_path, line):
+    """A value as python-dotenv reads it (an inline comment, quotes, a ${VAR} of the file) is the secret."""
+    (tmp_path / ".env").write_text(f"{line}\n")
+    env = ffe_env()
+    env["THE_KEY"] = KEY  # a variable of the environment the file's ${THE_KEY} takes
+    proc = run_ffe(tmp_path, "audit", "tail", "-n", KEY, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert KEY not in proc.stdout + proc.stderr and REDACTED in proc.stderr, proc.stderr
