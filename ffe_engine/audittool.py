@@ -217,8 +217,8 @@ def parse_events(text: str | None) -> set[str] | None:
 def tail(path: Path, n: int, events: set[str] | None, as_json: bool, follow: bool, db_path: Path | None = None) -> int:
     """`ffe audit tail`: the last `n` records (of the `events` named), then, with `follow`, each record as it comes.
     `db_path`: the database whose committed records are the ones shown (module comment above)."""
-    if db_path is not None and not trail_files(path) and not packed(path).exists():
-        _no_trail_kept(db_path)
+    if db_path is not None and (not trail_files(path) and not packed(path).exists() or _in_runs(db_path)):
+        _no_trail_kept(db_path)  # (a trail beside a run's database is another's: the account's)
     lines = _Lines(path, events)
     out = _Out(as_json, flush_each=follow)
     head = EventHead(db_path) if db_path is not None else None
@@ -227,6 +227,12 @@ def tail(path: Path, n: int, events: set[str] | None, as_json: bool, follow: boo
     finally:
         if head is not None:
             head.close()
+
+
+def _in_runs(db_path: Path) -> bool:
+    """Whether the database is in a backtest run's data directory (data/backtests/RUN), where the trail beside it
+    may be the account's."""
+    return Path(db_path).parent.parent.name == "backtests"
 
 
 def _no_trail_kept(db_path: Path, must_read: bool = False) -> None:
@@ -569,8 +575,9 @@ def verify(path: Path, db_path: Path, as_json: bool) -> int:
     trail to check or the database cannot be read."""
     path = Path(path)
     reach.is_a_file(path)  # a FIFO or a device there is one line, never waited on
+    if not trail_files(path) or _in_runs(db_path):  # a run that keeps none, whatever trail is beside it
+        _no_trail_kept(db_path, must_read=not trail_files(path))
     if not trail_files(path):
-        _no_trail_kept(db_path, must_read=True)
         raise UsageError(f"no audit trail at {path} (is --log-dir right?)")
     head: ChainHead | None = None
     checked_db = Path(db_path).is_file()

@@ -336,6 +336,18 @@ def test_a_trades_run_which_keeps_no_trail_is_read_without_a_log_folder_beside_a
         assert "--log-dir" not in proc.stdout + proc.stderr, (command, proc.stdout, proc.stderr)
 
 
+def test_a_trades_run_read_beside_an_account_s_trail_is_not_checked_against_it(runs_dir, tmp_path):
+    """The account's own audit trail in ./logs: the trades run (which keeps none) is not read against it, which
+    would say its database lost committed records and advise a restore."""
+    cwd = copy(runs_dir, tmp_path / "runs")
+    data, _ = run_of(cwd, "trades")
+    (cwd / "logs" / "audit.jsonl").write_text(
+        '{"ts": 1.0, "seq": 1, "event": "run", "phase": "start", "mode": "PAPER", "detail": {}}\n')
+    for command in (("audit", "verify"), ("audit", "tail")):
+        proc = run_ffe(cwd, *command, "--data-dir", data)
+        assert proc.returncode == 2 and "such runs keep no audit trail" in proc.stderr, (command, proc.stderr)
+
+
 def test_doctor_and_verify_of_a_run_given_another_run_s_log_folder_name_the_right_one_rather_than_damage(runs_dir):
     full = sorted(run for run, report in reports(runs_dir).items() if report["records"] == "full")
     assert len(full) == 2
