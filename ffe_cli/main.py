@@ -124,9 +124,12 @@ def _common(p: argparse.ArgumentParser, default: Any = None) -> None:
 def _whole(text: str) -> int:
     """ASCII digits with an optional sign, as config.toml and the environment take them: int() reads 1_0 as 10 and a
     digit of another script (٣, ３) as 3."""
-    if not re.fullmatch(r"[+-]?[0-9]+", text.strip()):
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
-    return int(text)
+    try:
+        if re.fullmatch(r"[+-]?[0-9]+", text.strip()):
+            return int(text)
+    except ValueError:  # more digits than int() reads (4300)
+        pass
+    raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
 
 
 def _positive(text: str) -> int:
@@ -148,11 +151,14 @@ def _count(text: str) -> int:
 
 
 def _finite(text: str, what: str = "a number") -> float:
-    """`text` as a float; inf and nan are refused as what they are, not as a value too big or too small."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+    """`text` as a float, written as config.toml and the environment take one (ASCII digits: float() reads 1_0 as
+    10 and a digit of another script as one); inf and nan are refused as what they are, not as a value too big or
+    too small."""
+    word = text.strip().lower().lstrip("+-")
+    if word not in ("inf", "infinity", "nan") and not re.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?",
+                                                                    text.strip()):
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}")
+    value = float(text)
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     return value

@@ -174,7 +174,7 @@ def parse_age(text: str) -> float:
 def parse_keep(text: str) -> int:
     """`--keep`: how many of the newest runs stay, 0 or more, in ASCII digits (str.isdigit passes ², which int()
     refuses, and int() takes ٣ for 3: neither is a number typed for it)."""
-    if not re.fullmatch(r"[0-9]+", text.strip()):
+    if not re.fullmatch(r"\+?[0-9]{1,18}", text.strip()):  # a sign as the other whole numbers take one
         raise ArgumentError(f"--keep needs a whole number of runs, 0 or more, got {text!r}")
     return int(text)
 

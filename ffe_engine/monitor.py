@@ -54,7 +54,7 @@ WATCHED = COUNTED | ALERTING
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
+    if host.lower().rstrip(".") == "localhost":  # a name in any case, and its fully qualified form
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -789,3 +789,10 @@ def test_list_and_clean_refuse_a_run_s_folder_and_the_runs_folder_as_the_data_di
     line = one_error_line(run_ffe(cwd, "backtest", *option, "--data-dir", "data/backtests"))
     assert "data/backtests: the folder of an account's backtest runs, not an account's data directory" in line, line
     assert sorted(p.relative_to(cwd) for p in (cwd / "data").rglob("*")) == before
+
+
+def test_keep_takes_a_sign_as_the_other_whole_numbers_do(runs_dir, tmp_path):
+    cwd = copy(runs_dir, tmp_path / "c")
+    proc = ffe_in_process(cwd, "backtest", "--clean", "--keep", "+99", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert run_ids(cwd) == run_ids(runs_dir)  # fewer than 99 runs: none removed

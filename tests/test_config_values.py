@@ -141,6 +141,7 @@ ACCEPTED = [
           "FFE_ALERTS__HEARTBEAT_URL": "http://127.0.0.1:8080/ping", "FFE_ALERTS__SLACK_URL": "https://[::1]:8443/s",
           "FFE_ALERTS__DISCORD_URL": "https://discord.com/api/webhooks/1/abc"}),
     ('[monitor]\nhost = "localhost"\n', {}),
+    ('[monitor]\nhost = "LOCALHOST."\n', {}),  # a name in any case, fully qualified: loopback still
     ('[monitor]\nhost = "0.0.0.0"\n', {"FFE_MONITOR__TOKEN": "a-long-bearer-token-42"}),  # open: a token
     ('[monitor]\nhost = "::1"\n', {}),
     ('[monitor]\nhost = "monitor-1.internal.example.com"\n', {"FFE_MONITOR__TOKEN": "a-long-bearer-token-42"}),
@@ -150,7 +151,7 @@ ACCEPTED = [
 
 
 @pytest.mark.parametrize("config, environ", ACCEPTED, ids=["symbols in the account's quote", "http(s) urls",
-                                                           "localhost", "any IPv4", "IPv6 loopback", "a host name",
+                                                           "localhost", "localhost in capitals", "any IPv4", "IPv6 loopback", "a host name",
                                                            "exchange options and numbers"])
 def test_values_that_can_work_pass_the_check(tmp_path: Path, config, environ):
     (tmp_path / "config.toml").write_text(config)
