@@ -1066,16 +1066,25 @@ def _env_layer(kind: str, entries: list[tuple[str, str, Origin]], label: str, fi
         parsed.append((target, name, raw, origin))
     # Whole tables (FFE_RISK='{...}') first, so that a more specific variable refines them rather than being lost.
     parsed.sort(key=lambda item: len(item[0][0]))
+    setters: dict[Path_, str] = {}  # a key's path -> the variable that set it
     for (path, target_kind), name, raw, origin in parsed:
+        if len(path) > MAX_NESTING:  # an option's tables set a key at a time, as deep as the variable's name goes
+            raise _too_deep_error(name, origin)
         # Empty is unset for a key whose default is unset, as it is for a secret (`FFE_EXCHANGE__RATE_LIMIT_MS=`
         # in a .env written from a template); for any other key it is a value, and refused as such.
         value = None if raw == "" and _unset_by_default(path) else _env_value(name, raw, target_kind, origin)
         node = values
-        for part in path[:-1]:
+        for depth, part in enumerate(path[:-1], 1):
             child = node.get(part)
-            if not isinstance(child, dict):
+            if child is not None and not isinstance(child, dict):
+                # A value set by one variable, a table of it by another: neither is silently dropped.
+                other = setters.get(path[:depth], "another variable")
+                message = f"{origin.where}: {name}: {_dotted(path[:depth])} is set by {other}, not a table: keep one"
+                raise ConfigError(message, source=origin.file or origin.where, line=origin.line, key=name)
+            if child is None:
                 child = node[part] = {}
             node = child
+        setters[path] = name
         existing = node.get(path[-1])
         if isinstance(existing, dict) and isinstance(value, dict):
             _deep_merge(existing, value, path, [])

@@ -137,3 +137,19 @@ def test_an_option_nested_in_a_table_of_options_is_set_key_by_key_from_the_envir
     bad = ffe_env(FFE_EXCHANGE__OPTIONS__a____b="1")
     proc = run_ffe(tmp_path, "config", "check", env=bad)
     assert proc.returncode == 2 and "FFE_EXCHANGE__OPTIONS__a____b" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("variables, says", [
+    ({"FFE_EXCHANGE__OPTIONS__fetchCurrencies": "true", "FFE_EXCHANGE__OPTIONS__fetchCurrencies__x": "1"},
+     "environment: FFE_EXCHANGE__OPTIONS__fetchCurrencies__x: exchange.options.fetchCurrencies is set by "
+     "FFE_EXCHANGE__OPTIONS__fetchCurrencies, not a table: keep one"),
+    ({"FFE_EXCHANGE__OPTIONS__" + "__".join(["a"] * 40): "1"},
+     "environment: FFE_EXCHANGE__OPTIONS__" + "__".join(["a"] * 40) + ": nested too deep"),
+    ({"FFE_EXCHANGE__OPTIONS__" + "__".join(["a"] * 1500): "1"}, ": nested too deep"),
+], ids=["a value and a table of it", "40 levels", "1500 levels"])
+def test_an_option_set_key_by_key_that_cannot_be_one_table_is_refused(tmp_path, variables, says):
+    (tmp_path / "config.toml").write_text("")
+    proc = run_ffe(tmp_path, "config", "check", env=ffe_env(**variables))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    [line] = proc.stderr.splitlines()
+    assert says in line, line
