@@ -64,19 +64,19 @@ def number(x: Any, digits: int = 6) -> str:
     return str(x)
 
 
-def beside(x: Any, limit: Any, digits: int = 4) -> str:
-    """A gate's value beside its limit: as `number` says it, with as many more digits as keep it on its own side of
-    the limit (0.54998 beside 0.55, not 0.55), as the record keeps it."""
+def apart(x: Any, limit: Any, digits: int = 4) -> tuple[str, str]:
+    """A gate's value and its limit, as `number` says them, with as many more digits as keep the value on its own
+    side of the limit and the two told apart (0.54998 beside 0.55, not 0.55 beside 0.55), as the record keeps it."""
     if not isinstance(x, float) or not math.isfinite(x) or isinstance(limit, bool) \
-            or not isinstance(limit, (int, float)):
-        return number(x, digits)
+            or not isinstance(limit, (int, float)) or not math.isfinite(limit):
+        return number(x, digits), number(limit, digits)
     side = (x > limit) - (x < limit)
-    for d in range(digits, 17):
-        text = qty(x, d)
-        shown = float(text.replace(",", ""))
-        if (shown > limit) - (shown < limit) == side:
-            return text
-    return text
+    for d in range(digits, 18):
+        value, bound = qty(x, d), number(limit, d)
+        shown = float(value.replace(",", ""))
+        if (shown > limit) - (shown < limit) == side and (side == 0 or value != bound):
+            return value, bound
+    return repr(x), repr(limit)
 
 
 def counted(n: int, noun: str) -> str:

@@ -615,8 +615,7 @@ class GatesPane(Static):
             t.add_column("limit", no_wrap=True, justify="right", max_width=cell)
             t.add_column("", no_wrap=True)
         cells: list[list[Any]] = [
-            [x.get("code", "?"), fmt.short(fmt.beside(x.get("value"), x.get("limit")), cell),
-             fmt.short(fmt.number(x.get("limit"), 4), cell),
+            [x.get("code", "?"), *(fmt.short(text, cell) for text in fmt.apart(x.get("value"), x.get("limit"))),
              Text("ok", style="green") if x.get("passed") else Text("FAIL", style="bold red")] for x in shown]
         if hidden:
             failing = sum(1 for x in hidden if not x.get("passed"))

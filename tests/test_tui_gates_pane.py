@@ -16,19 +16,21 @@ GATES = [
     {"code": "DRAWDOWN", "value": 15.00004, "limit": 15.0, "passed": False, "detail": ""},
     {"code": "POSITION_SIZE", "value": 9.99996, "limit": 10.0, "passed": True, "detail": ""},
     {"code": "DAILY_LOSS", "value": 1.23456789, "limit": 5.0, "passed": True, "detail": ""},
+    {"code": "VAR", "value": 0.12347, "limit": 0.12346, "passed": False, "detail": ""},  # a limit of 5 digits
+    {"code": "CORRELATION", "value": 0.1 + 0.2, "limit": 0.3, "passed": False, "detail": ""},  # 0.30000000000000004
 ]
 
 
 class _One(App):
     def compose(self) -> ComposeResult:
         pane = GatesPane(id="gates")
-        pane.styles.width, pane.styles.height = 62, 8
+        pane.styles.width, pane.styles.height = 62, 10
         yield pane
 
 
 async def test_a_gate_s_value_is_shown_on_its_own_side_of_the_limit():
     app = _One()
-    async with app.run_test(size=(62, 8)) as pilot:
+    async with app.run_test(size=(62, 10)) as pilot:
         state = ConsoleState(["BTC/USDT"])
         state.gates = {"title": "t", "gates": GATES}
         pane = app.query_one(GatesPane)
@@ -41,3 +43,6 @@ async def test_a_gate_s_value_is_shown_on_its_own_side_of_the_limit():
     assert rows["DRAWDOWN"] == ["15.00004", "15", "FAIL"], rows
     assert rows["POSITION_SIZE"] == ["9.99996", "10", "ok"], rows
     assert rows["DAILY_LOSS"] == ["1.235", "5", "ok"], rows  # 4 digits where they tell its side
+    assert rows["VAR"] == ["0.12347", "0.12346", "FAIL"], rows  # the limit as many digits as tell them apart
+    value, limit, verdict = rows["CORRELATION"]
+    assert value != limit and float(value.rstrip("…")) >= 0.3 and verdict == "FAIL", rows
