@@ -1905,9 +1905,14 @@ class Engine:
             # Given at the first bar that has them (or dropped: sold), in the fill's transaction either way.
             (self._levels_owed.add if unleveled else self._levels_owed.discard)(fill.symbol)
             record.kv[LEVELS_OWED_KEY] = sorted(self._levels_owed) or None
-        if res.position is None and fill.symbol not in pf.positions:
-            record.closed_symbol = fill.symbol
-            self._priced_from.pop(fill.symbol, None)
+        # The exit a crossed level called for has sold all it was sent for (the rest beside a sell working on a part
+        # of the position): owed no more; what is left is watched again from the next bar.
+        done_exit = order.reason in (OrderReason.STOP_LOSS, OrderReason.TAKE_PROFIT) \
+            and order.status is OrderStatus.FILLED
+        if res.position is None and fill.symbol not in pf.positions or done_exit:
+            if res.position is None and fill.symbol not in pf.positions:
+                record.closed_symbol = fill.symbol
+                self._priced_from.pop(fill.symbol, None)
             if self._exits_owed.pop(fill.symbol, None) is not None and fill.symbol in self._owed_stored:
                 self._owed_stored = self._owed_record()  # sold: owed no more, with the fill that sold it
                 record.kv[EXITS_OWED_KEY] = self._owed_stored or None

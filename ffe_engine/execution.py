@@ -390,10 +390,16 @@ class OrderPath:
                                      code="NOTHING_HELD")
             qty = min(qty, left)
         qty = floor_to_step(qty, market.amount_step)
-        # A limit order at its price; a market order where the market is (an exit's reference is its level, which
-        # the market may be well past: the venue measures its minimum at its own price).
-        price = (intent.price if intent.type == "limit" else None) or self.portfolio.last_price.get(intent.symbol) \
-            or intent.ref_price or 0.0
+        # A limit order at its price; an entry at the price it was sized at (an approval's, read from the exchange
+        # now: the last close may be a bar old); an exit where the market is (its reference is its level, which the
+        # market may be well past: the venue measures its minimum at its own price).
+        last = self.portfolio.last_price.get(intent.symbol)
+        if intent.type == "limit" and intent.price:
+            price = intent.price
+        elif intent.reduce_only:
+            price = last or intent.ref_price or 0.0
+        else:
+            price = intent.ref_price or last or 0.0
         if market.below_minimum(qty, price):
             return self._refused(intent, gates, f"below venue minimum (qty {qty:.8g}, min notional "
                                                 f"{market.min_notional})", code="BELOW_MINIMUM")

@@ -232,3 +232,26 @@ async def test_an_exit_held_by_a_retry_after_beside_a_sell_working_goes_once_the
             await wait_for(lambda: e.portfolio.positions[BTC].quantity < 0.006, timeout=15,
                            what="the rest sold once the wait is over, before any new bar")
         await asyncio.sleep(0)
+
+
+async def test_an_exit_that_sold_the_rest_beside_a_sell_working_is_owed_no_more(tmp_path, pipelines):
+    """The crossed stop-loss's exit sold the rest beside the operator's limit sell, filled: nothing is owed then.
+    The operator cancels their sell with the market back above the stop: no market sale of their part follows."""
+    s = make_settings(tmp_path, symbols=(BTC,))
+    clock, script = ManualClock(), {}
+    p = await pipelines(s, script=script, feed=dip_feed(tmp_path, clock), clock=clock)
+    e = p.engine
+    await entered(p, script)
+    part = round(e.portfolio.positions[BTC].quantity / 10, 5)
+    sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.SELL, quantity=part, reason=OrderReason.OPERATOR,
+                                            type="limit", price=150.0, ref_price=100.0, reduce_only=True))
+    assert sub.accepted, sub.reason
+    await p.bars(2)  # the dip, then the next open fills the stop-loss exit of the rest
+    pos = e.portfolio.positions[BTC]
+    assert pos.quantity == pytest.approx(part) and await owed_stored(p) is None
+    await p.bars(2)
+    assert e.portfolio.last_price[BTC] > pos.stop_loss
+    assert (await e.operator_cancel(sub.order.client_order_id, by="operator"))["cancelled"]
+    await p.bars(2)
+    sold = await p.rows("SELECT status FROM orders WHERE reason = 'stop_loss'")
+    assert sold == [("filled",)], sold

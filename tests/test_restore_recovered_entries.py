@@ -198,3 +198,30 @@ async def test_levels_owed_to_a_symbol_no_longer_traded_stop_no_start(tmp_path):
     async with engine_session(make_settings(tmp_path, engine={"symbols": [BTC]})) as running:
         assert running.engine.started and sol in running.engine.portfolio.positions
     assert rows(first.db_path, "SELECT value FROM kv WHERE key = 'levels_owed'") == [(f'["{sol}"]',)]
+
+
+async def test_an_approved_entry_s_minimum_is_measured_at_the_price_it_was_sized_at(tmp_path, fx, monkeypatch):
+    """Approved with the exchange's price well above the last bar's close (inside the stops): sized at that price,
+    its venue minimum is measured there too, as the exchange measures it, not at the bar-old close."""
+    from fake_exchange import LISTINGS
+    from ffe_engine.risk import OrderIntent
+
+    climbing(fx)
+    settings = strategy_settings(tmp_path, fx, engine={"order_poll_s": 600, "approval": "manual"})
+    async with engine_session(settings, live=True) as running:
+        e = running.engine
+        async with engine_loop(e):
+            a = await strategy_approval(e, fx)
+            r = settings.risk
+            last = e.portfolio.last_price[BTC]
+            atr = (a["price"] - a["intent"]["stop_loss"]) / r.stop_loss_atr
+            now = round(last + (r.stop_loss_atr + 0.9 * (r.take_profit_atr - r.stop_loss_atr)) * atr, 2)
+            fx.set_price("BTCUSDT", now)
+            sized = e.approvals.resized(OrderIntent.from_dict(a["intent"]), now, by="test")
+            qty, stop = sized.quantity, sized.stop_loss
+            minimum = qty * (last + 0.1 * (stop - last))
+            assert qty * last < minimum < qty * stop < qty * now
+            e.venue.market(BTC).min_notional = minimum
+            monkeypatch.setitem(LISTINGS["BTCUSDT"], "min_notional", str(minimum))
+            answer = await e.approve(a["approval_id"])
+            assert answer["accepted"], answer
