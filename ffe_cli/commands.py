@@ -58,7 +58,7 @@ def _may_quote_a_variable(text: str, env_file: Path) -> bool:
     secrets is the settings' to say): a .env file with anything in it is read as the settings read it (its quotes,
     comments and ${VARIABLES}), not guessed at here."""
     values = [v for k, v in os.environ.items() if k.upper().startswith("FFE_")]
-    return bool(settings_files.regular_bytes(env_file)) or any(len(v) >= 8 and v in text for v in values)
+    return bool(settings_files.regular_bytes(env_file, head=True)) or any(len(v) >= 8 and v in text for v in values)
 
 
 def _print(text: str) -> None:

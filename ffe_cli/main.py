@@ -124,12 +124,13 @@ def _common(p: argparse.ArgumentParser, default: Any = None) -> None:
 def _whole(text: str) -> int:
     """ASCII digits with an optional sign, as config.toml and the environment take them: int() reads 1_0 as 10 and a
     digit of another script (٣, ３) as 3."""
+    if not re.fullmatch(r"[+-]?[0-9]+", text.strip()):
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
     try:
-        if re.fullmatch(r"[+-]?[0-9]+", text.strip()):
-            return int(text)
-    except ValueError:  # more digits than int() reads (4300)
-        pass
-    raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+        return int(text)
+    except ValueError:  # more digits than int() reads (4300): not echoed
+        raise argparse.ArgumentTypeError(f"more digits than a whole number here can have ({len(text.strip())})") \
+            from None
 
 
 def _positive(text: str) -> int:
@@ -154,9 +155,8 @@ def _finite(text: str, what: str = "a number") -> float:
     """`text` as a float, written as config.toml and the environment take one (ASCII digits: float() reads 1_0 as
     10 and a digit of another script as one); inf and nan are refused as what they are, not as a value too big or
     too small."""
-    word = text.strip().lower().lstrip("+-")
-    if word not in ("inf", "infinity", "nan") and not re.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?",
-                                                                    text.strip()):
+    if not re.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|infinity|nan)", text.strip(),
+                        flags=re.IGNORECASE):
         raise argparse.ArgumentTypeError(f"not {what}: {text!r}")
     value = float(text)
     if not math.isfinite(value):

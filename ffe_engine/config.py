@@ -1335,11 +1335,13 @@ def secrets_around(env_file: str | Path | None = None) -> list[str]:
     logs take the settings' secrets. Best effort: a .env file that cannot be read adds none."""
     names = {_env_name(path) for path in _secret_paths(Settings)}
     found = [value for name, value in os.environ.items() if name.upper() in names]
-    data = regular_bytes(settings_paths(None, env_file)[1])  # never a FIFO waited on, nor a device read on and on
+    # Never a FIFO waited on, nor a device read on and on; a file the settings would refuse (not UTF-8, too large)
+    # still holds the secrets a mistake may quote: read as far as it can be.
+    data = regular_bytes(settings_paths(None, env_file)[1], head=True)
     try:
         from dotenv import dotenv_values
 
-        text = data.decode("utf-8-sig") if data is not None else ""
+        text = data.decode("utf-8-sig", errors="replace") if data is not None else ""
         found += [value or "" for name, value in dotenv_values(stream=io.StringIO(text)).items()
                   if name.upper() in names]
     except Exception:  # its own read, when a command comes to it, says what is wrong with it

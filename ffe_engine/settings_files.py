@@ -33,10 +33,11 @@ def named_in(argv: list[str]) -> Path:
     return settings_paths(found.get("--config"), found.get("--env-file"))[1]
 
 
-def regular_bytes(path: Path) -> bytes | None:
-    """The bytes of a settings file that is a regular file no larger than MAX_SETTINGS_BYTES; None otherwise, or when
-    it cannot be read. A FIFO would be waited on for ever (deaf to SIGTERM) and a device read until memory runs out:
-    opened without waiting, and only a regular file is read."""
+def regular_bytes(path: Path, *, head: bool = False) -> bytes | None:
+    """The bytes of a settings file that is a regular file no larger than MAX_SETTINGS_BYTES (with `head`, its first
+    MAX_SETTINGS_BYTES whatever its size); None otherwise, or when it cannot be read. A FIFO would be waited on for
+    ever (deaf to SIGTERM) and a device read until memory runs out: opened without waiting, and only a regular file
+    is read."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
@@ -50,4 +51,6 @@ def regular_bytes(path: Path) -> bytes | None:
         return None
     finally:
         os.close(fd)
+    if head:
+        return data[:MAX_SETTINGS_BYTES]
     return data if len(data) <= MAX_SETTINGS_BYTES else None

@@ -273,3 +273,15 @@ def test_an_argument_mistake_takes_out_a_secret_however_the_env_line_writes_it(t
     proc = run_ffe(tmp_path, "audit", "tail", "-n", KEY, env=env)
     assert proc.returncode == 2, proc.stderr
     assert KEY not in proc.stdout + proc.stderr and REDACTED in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("how", ["not UTF-8", "over 4 MiB"])
+def test_an_argument_mistake_takes_out_a_secret_of_a_env_the_settings_would_refuse(tmp_path, how):
+    """A .env the settings refuse (a comment saved in Latin-1, a file past 4 MiB) still holds the secret that an
+    argument mistake may quote: taken out all the same."""
+    text = f"FFE_EXCHANGE__API_KEY={KEY}\n".encode()
+    extra = "# Zugangsdaten f\u00fcr Binance\n".encode("latin-1") if how == "not UTF-8" else b"#" * (5 << 20) + b"\n"
+    (tmp_path / ".env").write_bytes(text + extra)
+    proc = run_ffe(tmp_path, "ctl", "status", "--timeout", KEY, env=ffe_env())
+    assert proc.returncode == 2, proc.stderr
+    assert KEY not in proc.stdout + proc.stderr and REDACTED in proc.stderr, proc.stderr
