@@ -66,13 +66,17 @@ def number(x: Any, digits: int = 6) -> str:
 
 def apart(x: Any, limit: Any, digits: int = 4) -> tuple[str, str]:
     """A gate's value and its limit, as `number` says them, with as many more digits as keep the value on its own
-    side of the limit and the two told apart (0.54998 beside 0.55, not 0.55 beside 0.55), as the record keeps it."""
+    side of the limit and the two told apart (0.54998 beside 0.55, not 0.55 beside 0.55), as the record keeps it;
+    the limit never with more digits than it has (0.3, not 0.29999999999999999)."""
+    if isinstance(x, int) and not isinstance(x, bool):
+        x = float(x)  # a count beside a limit with decimals: compared, and said, as a number
     if not isinstance(x, float) or not math.isfinite(x) or isinstance(limit, bool) \
             or not isinstance(limit, (int, float)) or not math.isfinite(limit):
         return number(x, digits), number(limit, digits)
+    exact = next((d for d in range(digits, 18) if float(qty(limit, d).replace(",", "")) == limit), 17)
     side = (x > limit) - (x < limit)
     for d in range(digits, 18):
-        value, bound = qty(x, d), number(limit, d)
+        value, bound = qty(x, d), qty(limit, min(d, exact))
         shown = float(value.replace(",", ""))
         if (shown > limit) - (shown < limit) == side and (side == 0 or value != bound):
             return value, bound

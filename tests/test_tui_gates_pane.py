@@ -18,19 +18,20 @@ GATES = [
     {"code": "DAILY_LOSS", "value": 1.23456789, "limit": 5.0, "passed": True, "detail": ""},
     {"code": "VAR", "value": 0.12347, "limit": 0.12346, "passed": False, "detail": ""},  # a limit of 5 digits
     {"code": "CORRELATION", "value": 0.1 + 0.2, "limit": 0.3, "passed": False, "detail": ""},  # 0.30000000000000004
+    {"code": "MAX_OPEN_POSITIONS", "value": 5, "limit": 4.99996, "passed": False, "detail": ""},  # an int beside
 ]
 
 
 class _One(App):
     def compose(self) -> ComposeResult:
         pane = GatesPane(id="gates")
-        pane.styles.width, pane.styles.height = 62, 10
+        pane.styles.width, pane.styles.height = 62, 11
         yield pane
 
 
 async def test_a_gate_s_value_is_shown_on_its_own_side_of_the_limit():
     app = _One()
-    async with app.run_test(size=(62, 10)) as pilot:
+    async with app.run_test(size=(62, 11)) as pilot:
         state = ConsoleState(["BTC/USDT"])
         state.gates = {"title": "t", "gates": GATES}
         pane = app.query_one(GatesPane)
@@ -45,4 +46,5 @@ async def test_a_gate_s_value_is_shown_on_its_own_side_of_the_limit():
     assert rows["DAILY_LOSS"] == ["1.235", "5", "ok"], rows  # 4 digits where they tell its side
     assert rows["VAR"] == ["0.12347", "0.12346", "FAIL"], rows  # the limit as many digits as tell them apart
     value, limit, verdict = rows["CORRELATION"]
-    assert value != limit and float(value.rstrip("…")) >= 0.3 and verdict == "FAIL", rows
+    assert value != limit and float(value.rstrip("…")) >= 0.3 and limit == "0.3" and verdict == "FAIL", rows
+    assert rows["MAX_OPEN_POSITIONS"] == ["5", "4.99996", "FAIL"], rows  # the limit as configured, never below it
