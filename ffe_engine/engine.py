@@ -1602,7 +1602,7 @@ class Engine:
         venue could take: a crossed level sells the rest."""
         if self.state is EngineState.HALTED:
             return
-        if self.orders.pending_exit_qty(c.symbol) > 0 and not self.orders.exit_room(c.symbol, c.close):
+        if self.orders.exits_sell_all(c.symbol, c.close):
             return
         if c.symbol in self._exits_held:
             return  # an exit already waits for the venue's Retry-After to end
@@ -1688,8 +1688,7 @@ class Engine:
         for sym, intent in list(self._exits_held.items()):
             pos = self.portfolio.holding(sym)
             # Being closed already: the sells working sell all the venue could take (as _monitor sees it).
-            closing = pos is not None and self.orders.pending_exit_qty(sym) > 0 \
-                and not self.orders.exit_room(sym, self.portfolio.last_price.get(sym))
+            closing = self.orders.exits_sell_all(sym, self.portfolio.last_price.get(sym))
             if self.state is EngineState.HALTED or pos is None or closing:
                 del self._exits_held[sym]
                 continue

@@ -301,6 +301,11 @@ class OrderPath:
         qty = floor_to_step(max(self._exit_room(symbol), 0.0), market.amount_step)
         return 0.0 if qty < market.amount_step or market.below_minimum(qty, price) else qty
 
+    def exits_sell_all(self, symbol: str, price: float | None) -> bool:
+        """Whether sells are working on `symbol` and sell all the venue could take of the position beside them: a
+        crossed level's exit has nothing left to send (one working on a part leaves it the rest)."""
+        return self.pending_exit_qty(symbol) > 0 and not self.exit_room(symbol, price)
+
     def check(self, intent: OrderIntent, *, until_refused: bool = False) -> list[GateResult]:
         return self.gatekeeper.evaluate(intent, until_refused=until_refused)
 
