@@ -55,6 +55,7 @@ RESENT_KEY = "orders_resent"  # kv: client order id -> times an order in doubt w
 HOLD_KEY = "venue_hold_until"  # kv: the wall time before which the venue asked for no orders (Retry-After)
 CANCEL_DUE_KEY = "orders_cancel_due"  # kv: cancels a Retry-After kept from the venue -> the wall time it ends
 ENDED_KEY = "orders_ended_unseen"  # kv: orders ended without the venue's word -> the wall time they are watched until
+ENDED_SAID_KEY = "orders_ended_said"  # kv: of those, the orders the venue said it cancelled with part unfilled
 WATCH_WINDOWS = 30  # settle windows an order ended without the venue's word is looked up for after its end
 
 log = logs.get_logger("ffe.orders")
@@ -208,6 +209,11 @@ class OrderPath:
         # and watched until the venue shows it done.
         self._ended: dict[str, tuple[Order, float]] = {}
         self._reappeared: set[str] = set()  # those the venue has shown: said once, watched until done there
+        # Of the orders watched, those the venue itself said it cancelled (or expired) with part of them unfilled: a
+        # cancel's answer is not its last word (an exchange that queues cancels answers before it is done, one whose
+        # answer raced a fill says so of an order that filled). Watched too, until a lookup a settle window after
+        # their end shows them ended with nothing the books lack.
+        self._said_ended: set[str] = set()
         # Orders ended by the venue's own word that a lookup has since shown open: when it first did (reappeared).
         self._open_after_end: dict[str, float] = {}
 
@@ -604,11 +610,12 @@ class OrderPath:
         return True
 
     async def _finish(self, o: Order, status: OrderStatus, error: str = "", note: Event | None = None, *,
-                      unseen: bool = False, venue_news: bool = True) -> None:
+                      unseen: bool = False, said: bool = False, venue_news: bool = True) -> None:
         """An order's final status; `note` (an event that says why) is committed with it. `unseen`: ended without
-        the venue's word (absent by its lookups), so it is looked up for a while after, in the same transaction.
-        `venue_news`: as for `_move`. An order ends once: one ended meanwhile (the poll, while a cancel of it was
-        at the venue) is left as it ended, and said no second time."""
+        the venue's word (absent by its lookups), so it is looked up for a while after, in the same transaction;
+        `said`: ended by the venue's word, looked up so when it may yet trade (`_watch_said`). `venue_news`: as
+        for `_move`. An order ends once: one ended meanwhile (the poll, while a cancel of it was at the venue) is
+        left as it ended, and said no second time."""
         if o.status.final or not self._move(o, status, error, venue_news=venue_news):
             return
         self.live.pop(o.client_order_id, None)
@@ -623,8 +630,19 @@ class OrderPath:
         kv = self.book()
         if unseen:
             self._ended[o.client_order_id] = (o, self.clock.wall() + WATCH_WINDOWS * self.settle_s)
-            kv = {**kv, ENDED_KEY: self._ended_record()}
+            kv = {**kv, **self._ended_kv()}
+        elif said and self._watch_said(o):
+            kv = {**kv, **self._ended_kv()}
         await self._write_state(o, kv, publish=publish)
+
+    def _watch_said(self, o: Order) -> bool:
+        """An order the venue has just said it cancelled or expired is watched as one ended unseen when part of it
+        is unfilled and the venue's reads may lag (a settle window): True when it is (its record to store)."""
+        if o.status is not OrderStatus.CANCELED or o.filled + 1e-12 >= o.quantity or self.settle_s <= 0:
+            return False
+        self._ended[o.client_order_id] = (o, self.clock.wall() + WATCH_WINDOWS * self.settle_s)
+        self._said_ended.add(o.client_order_id)
+        return True
 
     def _uncount(self, o: Order) -> None:
         """An order has ended: an entry DAILY_TRADES counted that the venue refused, nothing filled, was not made
@@ -736,10 +754,13 @@ class OrderPath:
             await self._book(o, fill, intent, publish, venue_news=venue_news)
             if o.status.final:
                 self.intents.pop(o.client_order_id, None)
+                if not prev_status.final and said is None and self._watch_said(o):
+                    await self._store_ended()
             return
         if status is not prev_status:
             if status.final:
-                await self._finish(o, status, cause if cause is not None else "", venue_news=venue_news)
+                await self._finish(o, status, cause if cause is not None else "", said=said is None,
+                                   venue_news=venue_news)
                 self.intents.pop(o.client_order_id, None)
             elif self._move(o, status, venue_news=venue_news):
                 self.live[o.client_order_id] = o  # open at the venue: tracked whatever was thought before
@@ -933,27 +954,49 @@ class OrderPath:
         return first, looks + 1
 
     # ------------------------------------------------------------------ ended, then shown by the venue
-    def _ended_record(self) -> dict[str, float] | None:
-        return {cid: until for cid, (_, until) in self._ended.items()} or None
+    def _ended_kv(self) -> dict[str, Any]:
+        """The orders watched after their end, as stored (kv)."""
+        self._said_ended &= set(self._ended)
+        return {ENDED_KEY: {cid: until for cid, (_, until) in self._ended.items()} or None,
+                ENDED_SAID_KEY: sorted(self._said_ended) or None}
 
     async def _store_ended(self) -> None:
-        await self.store.put_kv(ENDED_KEY, self._ended_record(), self.clock.wall())
+        await self.store.put_kvs(self._ended_kv(), self.clock.wall())
 
     async def _look_at_ended(self) -> None:
         """Look up by id the orders ended without the venue's word (`_ended`); one it shows is taken in. One it
         has not shown by the end of its watch is let go (an order it lists open later is still taken in: the
-        reconciliation hands it over)."""
+        reconciliation hands it over). One the venue said it cancelled is taken in as `_said_news` tells."""
         now = self.clock.wall()
         for cid, (o, until) in list(self._ended.items()):
             try:
                 vo = await self.breaker.call(functools.partial(self.venue.fetch_order, cid, o.symbol))
             except (BreakerOpen, VenueError, VenueUnavailable):
                 continue  # looked up again at the next poll
-            if vo is not None:
+            if vo is not None and cid in self._said_ended and cid not in self._reappeared:
+                news = self._said_news(o, vo, until, now)
+                if news == "done":
+                    self._ended.pop(cid, None)
+                    await self._store_ended()
+                elif news == "take in":
+                    await self._take_in(o, vo)
+            elif vo is not None:
                 await self._take_in(o, vo)
             elif now >= until and cid not in self._reappeared:
                 self._ended.pop(cid, None)
                 await self._store_ended()
+
+    def _said_news(self, o: Order, vo: VenueOrder, until: float, now: float) -> str:
+        """What a lookup of an order the venue said it cancelled tells: "take in" when it shows a fill the books
+        lack (a fill is a fact, whenever shown), or still shows it open a settle window after its end (no replica
+        lags so long: the cancel was not done); "done" when it shows it ended, nothing lacking, a settle window
+        after its end; else "wait" (a replica behind the cancel still shows it open) until the next poll."""
+        if round(vo.filled - o.filled, 12) > 0 or vo.trades_behind:
+            return "take in"
+        settled = now - (until - WATCH_WINDOWS * self.settle_s) >= self.settle_s
+        if not settled:
+            return "wait"
+        return "take in" if vo.status == "open" else "done"
 
     def listed_open(self, cids: set[str]) -> None:
         """The venue's open orders as just listed: an ended order's sighting (`reappeared`) that the list no longer
@@ -968,7 +1011,8 @@ class OrderPath:
         lags the venue's book shows an order open that has since filled."""
         async with self._poll_lock:
             cid = vo.client_order_id
-            if cid in self._ended:  # ended without the venue's word: the list is its first word
+            if cid in self._ended and cid not in self._said_ended:
+                # ended without the venue's word: the list is its first word
                 return await self._take_in(self._ended[cid][0], vo)
             o = await self.store.order(cid)
             if o is None or not o.status.final or cid in self.live:
@@ -1469,6 +1513,8 @@ class OrderPath:
             o = await self.store.order(str(cid))
             if o is not None and o.status.final:
                 self._ended[o.client_order_id] = (o, float(until))
+        said = await self.store.get_kv(ENDED_SAID_KEY) or []
+        self._said_ended = {str(cid) for cid in said if str(cid) in self._ended} if isinstance(said, list) else set()
         refused = set(await self.store.get_kv(REPEAT_REFUSED_KEY, []) or [])
         self._repeat_refused = refused & {o.client_order_id for o in orders}
         resent = await self.store.get_kv(RESENT_KEY) or {}

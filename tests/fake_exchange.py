@@ -57,7 +57,11 @@ Faults are queued per route ("METHOD /path") and each is used once (or `times` t
   the list is answered out of order too (newest first), and with `ids=False` without the trades' ids;
 - "truncated": run the request and answer the first half of its body, as a connection cut short delivers it;
 - "extra_trade": as "trade_twice", but the copy has an id of its own: the list names one more trade of the order than it
-  made, so that its trades add up to more than the order filled.
+  made, so that its trades add up to more than the order filled;
+- "cancel_later": a cancel (DELETE) is acknowledged with the order as it stands (NEW, or PARTIALLY_FILLED) and done
+  `seconds` later, unless the order has filled meanwhile, as exchanges whose cancels are queued answer them;
+- "cancel_unkept": a cancel is answered CANCELED, but the order stays open and can still fill, as an exchange whose
+  answer raced a fill says the cancel it could not do was done.
 `fx.quote_skew` (1.0: none) multiplies what every order answer says the order cost (`cummulativeQuoteQty`), its
 trades, their fees and the balances left as they are: an answer whose cost disagrees with the trades the account made.
 `fx.down = True` drops every connection (or answers `fx.down_status` when that is set) until set back to False.
@@ -91,7 +95,7 @@ from aiohttp import web
 
 FAULT_KINDS = ("drop_after", "drop_before", "hang", "slow", "5xx_executed", "5xx_not_executed", "429", "418", "expire",
                "not_found_once", "error", "stale", "no_cost", "fill_later", "page_200", "empty_200", "trade_twice",
-               "extra_trade", "truncated")
+               "extra_trade", "truncated", "cancel_later", "cancel_unkept")
 
 # symbol id -> listing; prices are the starting points of the deterministic price path used by klines
 LISTINGS: dict[str, dict[str, Any]] = {
@@ -106,6 +110,7 @@ ORDER_LIMIT = -1015  # Binance's code for the account's limit on new orders ("To
 STALE = web.RequestKey("stale", float)  # answered from the books before a change less than this many seconds old
 LATER = web.RequestKey("later", float)  # a market order the request places fills this many seconds later
 EXPIRE = web.RequestKey("expire", bool)  # the order the request places expires in its answer, nothing filled
+CANCEL_HOW = web.RequestKey("cancel_how", tuple)  # ("cancel_later" or "cancel_unkept", seconds): a cancel not done
 INTERVAL_UNITS_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
@@ -491,6 +496,9 @@ class FakeBinance:
         if f.kind == "expire":
             request[EXPIRE] = True
             return await self._run(handler, request)
+        if f.kind in ("cancel_later", "cancel_unkept"):
+            request[CANCEL_HOW] = (f.kind, f.seconds)
+            return await self._run(handler, request)
         if f.kind == "no_cost":
             resp = await self._run(handler, request)
             if resp.status != 200 or not isinstance(resp, web.Response) or resp.text is None:
@@ -807,6 +815,10 @@ class FakeBinance:
                               "commissionAsset": t.commission_asset, "tradeId": t.trade_id} for t in order.trades]
         return web.json_response(body)
 
+    def _cancel_later(self, order: FakeOrder) -> None:
+        if order.open:
+            self._close(order, "CANCELED")
+
     def _fill_later(self, order: FakeOrder) -> None:
         if order.open:
             self._fill_market(order, self.prices[order.symbol])
@@ -927,8 +939,14 @@ class FakeBinance:
         order = self._find(params, sid)
         if order is None or not order.open:
             raise ApiError(400, -2011, "Unknown order sent.")
-        self._close(order, "CANCELED")
+        how = request.get(CANCEL_HOW)
+        if how is None:
+            self._close(order, "CANCELED")
+        elif how[0] == "cancel_later":
+            self._later.append(asyncio.get_running_loop().call_later(how[1], self._cancel_later, order))
         body = self._order_json(order)
+        if how is not None and how[0] == "cancel_unkept":
+            body["status"] = "CANCELED"
         body["origClientOrderId"] = order.client_id
         body["clientOrderId"] = params.get("newClientOrderId") or f"cancel-{order.order_id}"
         body["transactTime"] = order.update_time

@@ -60,7 +60,8 @@ FAULTS = {  # route -> the faults an exchange gives on it
     # no_cost: how much filled, not for how much; fill_later: a market order acknowledged, then filled a moment later
     "POST /api/v3/order": (*NETWORK, "no_cost", "fill_later"),
     "GET /api/v3/order": (*NETWORK, "not_found_once", "stale", "no_cost"),
-    "DELETE /api/v3/order": (*NETWORK, "not_found_once", "no_cost"),
+    # cancel_later: a cancel acknowledged, done a moment later; cancel_unkept: answered done, the order left open
+    "DELETE /api/v3/order": (*NETWORK, "not_found_once", "no_cost", "cancel_later", "cancel_unkept"),
     "GET /api/v3/openOrders": (*NETWORK, "stale", "no_cost"),
     "GET /api/v3/account": (*NETWORK, "stale"),
     "GET /api/v3/myTrades": (*NETWORK, "stale"),  # where an order's fees are read from when its answer lacks them

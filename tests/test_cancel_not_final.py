@@ -1,0 +1,116 @@
+"""A cancel's answer is not the order's last word. Some exchanges queue a cancel and acknowledge it with the order as it
+stands (still open); one whose answer raced a fill can say CANCELED of an order that then fills. Either way the order
+can trade after the journal ended it `canceled`: what it fills must be booked against it (its status stays final, the
+operator is told), or the books hold less than the exchange and reconciliation pauses the engine with advice that
+does not fit. The engine looks such an order up by its id at each poll for a while after its cancel, as it does an
+order it ended as absent.
+
+Real parts: the engine in-process (journal in SQLite), real ccxt, the fake Binance with queued and unkept cancels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from conftest import engine_session
+from fake_exchange import FakeBinance
+from ffe_engine.model import OrderReason, Side
+from ffe_engine.risk import OrderIntent
+from live_helpers import BTC, DELETE_ORDER, GET_ORDER, fx, live_settings, next_bar, rows, stored_events  # noqa: F401
+
+
+def assert_books_agree(e, fx: FakeBinance) -> None:
+    pos = e.portfolio.positions.get(BTC)
+    assert (pos.quantity if pos else 0.0) == pytest.approx(fx.balances["BTC"].total, abs=1e-9)
+    assert e.portfolio.cash == pytest.approx(fx.balances["USDT"].total, abs=0.005)
+
+
+async def resting_buy_cancelled(e, fx: FakeBinance, fault: str) -> str:
+    """A resting limit buy the operator cancels, its cancel answered as `fault` makes the exchange answer it: the
+    journal ends it `canceled` while the exchange still has it open."""
+    await next_bar(e, fx)
+    await e.resume(by="test")
+    sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01, reason=OrderReason.OPERATOR,
+                                            type="limit", price=25_000.0, ref_price=30_000.0))
+    cid = sub.order.client_order_id
+    assert sub.order.status.value == "open", sub.order.status
+    fx.fault(DELETE_ORDER, fault, seconds=60.0)
+    done, why = await e.orders.cancel(sub.order, by="operator")
+    assert done, why
+    assert rows(e.store.path, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [("canceled",)]
+    assert fx.open_order(cid) is not None  # the exchange has not done the cancel
+    return cid
+
+
+async def polls(e, n: int = 10) -> None:
+    for _ in range(n):
+        await e.orders.poll()
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("fault", ["cancel_later", "cancel_unkept"])
+async def test_an_order_filled_after_its_cancel_was_answered_has_its_fill_booked(tmp_path, fx, fault):
+    settings = live_settings(tmp_path, fx)
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        cid = await resting_buy_cancelled(e, fx, fault)
+        fx.fill(cid, qty=0.006)  # the price came down to it before the exchange did the cancel
+        await polls(e)
+        # the fill is booked against the ended order, whose status stays; the rest, still open there, is cancelled
+        assert rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [("canceled",)]
+        assert rows(db, "SELECT quantity FROM fills WHERE client_order_id = ?", (cid,)) == [(pytest.approx(0.006),)]
+        assert fx.open_order(cid) is None
+        assert [(o.status, o.filled) for o in fx.orders_with(cid)] == [("CANCELED", pytest.approx(0.006))]
+        assert_books_agree(e, fx)
+        faults = [(f["kind"], f["phase"]) for f in stored_events(db, "venue_fault") if f["client_order_id"] == cid]
+        assert faults == [("reappeared", "fault"), ("reappeared", "resolved")], faults
+        # reconciliation finds the books equal to the exchange's, and the engine runs on
+        assert await e.reconcile() == []
+        assert e.state.value == "RUNNING"
+
+
+async def test_an_order_that_fills_in_full_after_an_unkept_cancel_has_its_fill_booked_after_a_restart(tmp_path, fx):
+    settings = live_settings(tmp_path, fx)
+    async with engine_session(settings, live=True) as running:
+        cid = await resting_buy_cancelled(running.engine, fx, "cancel_unkept")
+    fx.fill(cid)  # while the engine is stopped
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        await polls(e)
+        assert rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [("canceled",)]
+        assert rows(db, "SELECT quantity FROM fills WHERE client_order_id = ?", (cid,)) == [(pytest.approx(0.01),)]
+        assert_books_agree(e, fx)
+
+
+async def test_a_cancel_the_exchange_did_is_looked_up_for_a_while_then_let_go(tmp_path, fx):
+    settings = live_settings(tmp_path, fx)
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        await next_bar(e, fx)
+        await e.resume(by="test")
+        sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01, reason=OrderReason.OPERATOR,
+                                                type="limit", price=25_000.0, ref_price=30_000.0))
+        cid = sub.order.client_order_id
+        assert (await e.orders.cancel(sub.order, by="operator"))[0]
+        # watched, across a restart too, for 30 settle windows from its end
+        (watch,) = rows(db, "SELECT value FROM kv WHERE key = 'orders_ended_unseen'")
+        until = json.loads(watch[0])[cid]
+        assert until == pytest.approx(time.time() + 30 * e.venue.settle_s, abs=5.0)
+        looked = len(fx.requests)
+        await polls(e, 3)
+        lookups = [r for r in fx.requests[looked:] if r.route == GET_ORDER]
+        assert len(lookups) == 3, lookups  # one lookup a poll
+        assert e.orders.watching()
+        # a lookup a settle window after the cancel that shows it cancelled, nothing filled, ends the watch
+        await asyncio.sleep(e.venue.settle_s)
+        await polls(e, 1)
+        assert not e.orders.watching()
+        assert rows(db, "SELECT value FROM kv WHERE key IN ('orders_ended_unseen', 'orders_ended_said')") == [
+            ("null",), ("null",)]
+        assert [(o.status, o.filled) for o in fx.orders_with(cid)] == [("CANCELED", 0.0)]
+        assert not [f for f in stored_events(db, "venue_fault") if f["client_order_id"] == cid]
+        assert_books_agree(e, fx)
