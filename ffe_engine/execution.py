@@ -988,13 +988,17 @@ class OrderPath:
 
     def _said_news(self, o: Order, vo: VenueOrder, until: float, now: float) -> str:
         """What a lookup of an order the venue said it cancelled tells: "take in" when it shows a fill the books
-        lack (a fill is a fact, whenever shown), or still shows it open a settle window after its end (no replica
-        lags so long: the cancel was not done); "done" when it shows it ended, nothing lacking, a settle window
-        after its end; else "wait" (a replica behind the cancel still shows it open) until the next poll."""
-        if round(vo.filled - o.filled, 12) > 0 or vo.trades_behind:
+        lack (a fill is a fact, whenever shown: booked once its trades show it), or still shows it open a settle
+        window after its end (no replica lags so long: the cancel was not done); "done" when it shows it ended,
+        nothing lacking, a settle window after its end, or once its watch is over; else "wait" (a replica behind
+        the cancel still shows it open, or its trades short of what is booked) until the next poll."""
+        shown = vo.venue_filled if vo.trades_behind and vo.venue_filled is not None else vo.filled
+        if round(shown - o.filled, 12) > 0:
             return "take in"
+        if now >= until:
+            return "done"
         settled = now - (until - WATCH_WINDOWS * self.settle_s) >= self.settle_s
-        if not settled:
+        if not settled or vo.trades_behind:
             return "wait"
         return "take in" if vo.status == "open" else "done"
 

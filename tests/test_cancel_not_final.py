@@ -22,6 +22,8 @@ from ffe_engine.model import OrderReason, Side
 from ffe_engine.risk import OrderIntent
 from live_helpers import BTC, DELETE_ORDER, GET_ORDER, fx, live_settings, next_bar, rows, stored_events  # noqa: F401
 
+MY_TRADES = "GET /api/v3/myTrades"
+
 
 def assert_books_agree(e, fx: FakeBinance) -> None:
     pos = e.portfolio.positions.get(BTC)
@@ -113,4 +115,33 @@ async def test_a_cancel_the_exchange_did_is_looked_up_for_a_while_then_let_go(tm
             ("null",), ("null",)]
         assert [(o.status, o.filled) for o in fx.orders_with(cid)] == [("CANCELED", 0.0)]
         assert not [f for f in stored_events(db, "venue_fault") if f["client_order_id"] == cid]
+        assert_books_agree(e, fx)
+
+
+async def test_a_cancelled_order_whose_trades_a_lagging_read_leaves_out_is_no_fill_and_no_page(tmp_path, fx):
+    # Part of the order filled and was booked before its cancel; the engine restarts, and a replica of the exchange's
+    # trades lags behind that fill for a while. A lookup of the cancelled order shows it filled as booked, its
+    # trades short of it: no fill the books lack, nothing to page about.
+    settings = live_settings(tmp_path, fx)
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        await next_bar(e, fx)
+        await e.resume(by="test")
+        sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01, reason=OrderReason.OPERATOR,
+                                                type="limit", price=25_000.0, ref_price=30_000.0))
+        cid = sub.order.client_order_id
+        fx.fill(cid, qty=0.004)
+        await polls(e, 3)
+        assert rows(db, "SELECT quantity FROM fills WHERE client_order_id = ?", (cid,)) == [(pytest.approx(0.004),)]
+        assert (await e.orders.cancel(sub.order, by="operator"))[0]
+    fx.fault(MY_TRADES, "stale", seconds=60.0, times=10_000)  # the newest trade, the order's, left out
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        await polls(e, 5)
+        await asyncio.sleep(e.venue.settle_s)
+        await polls(e, 5)
+        assert rows(db, "SELECT quantity FROM fills WHERE client_order_id = ?", (cid,)) == [(pytest.approx(0.004),)]
+        assert not [f for f in stored_events(db, "venue_fault") if f["client_order_id"] == cid]
+        assert rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [("canceled",)]
+        assert e.orders.watching()  # looked at again until its trades show what is booked, or its watch is over
         assert_books_agree(e, fx)
