@@ -274,6 +274,13 @@ def alerts_for(ev: Event, *, state: str | None = None, in_doubt: Collection[str]
         return [Alert("APPROVAL", f"APPROVAL:{ev.approval_id}", "warn",
                       f"ffe approval {ev.approval_id} waiting: {ev.side.upper()} {fmt.qty(ev.quantity)} {ev.symbol} at "
                       f"{fmt.price(ev.price)}, expires {fmt.iso(ev.expires_at)}. `ffe ctl approve {ev.approval_id}`.")]
+    if isinstance(ev, ApprovalEvent) and _unanswered(ev):
+        how = "expired" if ev.outcome == "expired" else f"{ev.outcome} by the engine"
+        return [Alert("APPROVAL_ENDED", f"APPROVAL_ENDED:{ev.approval_id}", "warn",
+                      f"ffe approval {ev.approval_id} {how} unanswered"
+                      + (f" ({fmt.ends(ev.reason, 160)})" if ev.reason else "")
+                      + f": the {ev.side.upper()} {fmt.qty(ev.quantity)} {ev.symbol} at {fmt.price(ev.price)} was not "
+                        "made.")]
     if isinstance(ev, ErrorEvent) and ev.where == "engine loop":
         return [Alert("CRASH", "CRASH", "page", f"ffe engine CRASHED: {ev.message}. The process exits; orders and "
                                                 "state are as stored.")]
@@ -424,6 +431,12 @@ def _venue_said(error: str, width: int = 160) -> str:
         said += (": the exchange refused the request's time: this machine's clock is off; set it right (NTP: "
                  "timedatectl, chrony)")
     return said
+
+
+def _unanswered(ev: ApprovalEvent) -> bool:
+    """An approval ended without the operator's answer: its time to live ran out, or the engine dropped it (at a
+    start, its symbol no longer traded). One they approved, rejected or halted over is theirs already."""
+    return ev.outcome == "expired" or (ev.outcome == "rejected" and ev.by == "engine")
 
 
 def _exit_refused(ev: OrderEvent) -> bool:

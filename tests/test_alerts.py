@@ -532,6 +532,36 @@ async def test_each_kind_of_event_raises_the_alert_an_operator_needs(tmp_path):
         assert all(len(r.body["text"]) < 300 for r in hook.delivered)  # a phone's lock screen, not a log
 
 
+async def test_an_approval_that_ends_without_the_operator_s_answer_is_told_and_one_they_answered_is_not(tmp_path):
+    """The operator paged that a trade waits for approval learns that it expired, or that the engine dropped it at a
+    start, unanswered: the trade was not made. An approval they answered (approve, reject, a kill switch) is theirs
+    already: nothing more is sent."""
+    from ffe_engine.events import ApprovalEvent
+
+    def approval(aid: str, outcome: str, by: str, reason: str = "") -> ApprovalEvent:
+        return ApprovalEvent(approval_id=aid, outcome=outcome, by=by, reason=reason, symbol="BTC/USDT", side="buy",
+                             quantity=0.01, price=42000.0, expires_at=1_700_000_120.0)
+
+    async with a_notifier(tmp_path) as (hook, store, notifier, now):
+        for ev in (approval("a1", "pending", "engine"), approval("a1", "expired", "ttl", "not approved within 120s"),
+                   approval("a2", "pending", "engine"), approval("a2", "approved", "ctl"),
+                   approval("a3", "pending", "engine"), approval("a3", "rejected", "ctl"),
+                   approval("a4", "pending", "engine"), approval("a4", "rejected", "operator", "kill switch"),
+                   approval("a5", "rejected", "engine", "its symbol BTC/USDT is no longer traded (engine.symbols): "
+                                                        "it cannot be approved")):
+            notifier.sink(ev, b"")
+        await store.flush()
+        await until(lambda: len(hook.delivered) >= 6, what="the alerts")
+        await asyncio.sleep(0.3)
+        ended = [(r.body["severity"], r.body["text"]) for r in hook.delivered if r.body["kind"] == "APPROVAL_ENDED"]
+        assert ended == [
+            ("warn", "ffe approval a1 expired unanswered (not approved within 120s): the BUY 0.01 BTC/USDT at "
+                     "42,000.0 was not made."),
+            ("warn", "ffe approval a5 rejected by the engine unanswered (its symbol BTC/USDT is no longer traded "
+                     "(engine.symbols): it cannot be approved): the BUY 0.01 BTC/USDT at 42,000.0 was not made.")]
+        assert [r.body["kind"] for r in hook.delivered].count("APPROVAL") == 4
+
+
 async def test_alert_texts_say_the_state_as_it_is(tmp_path):
     """A breaker opening on a HALTED engine leaves it HALTED, an exchange out of reach clears by itself once it
     answers, and a flatten whose closing order's answer was lost has not closed the position: each alert says so."""
