@@ -1057,6 +1057,9 @@ class OrderPath:
             self._fault("reappeared", "fault", o, f"ended {o.status.value} in the journal ({o.error or 'no error'}); "
                                                   f"the venue shows it {shown}, filled {fmt.qty(filled, 8)}: "
                                                   + ("cancelled now" if working else "its fill booked"))
+        if cid not in self.intents:  # what it fills is booked as its order asked (an entry's stop-loss and take-profit)
+            raw = (await self.store.order_intents([cid])).get(cid)
+            self.intents[cid] = OrderIntent.from_dict(raw) if raw else _intent_of(o)
         seen: VenueOrder | None = vo
         if working:
             try:
@@ -1080,6 +1083,7 @@ class OrderPath:
     async def _take_in_done(self, o: Order, vo: VenueOrder) -> bool:
         """A reappeared order done at the venue (not open, its trades shown, booked): its end said, its watch over."""
         self._ended.pop(o.client_order_id, None)
+        self.intents.pop(o.client_order_id, None)
         self._reappeared.discard(o.client_order_id)
         self._fault("reappeared", "resolved", o, f"{vo.status} at the venue, filled {fmt.qty(o.filled, 8)} booked; "
                                                  f"the journal keeps it {o.status.value}")

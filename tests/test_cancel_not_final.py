@@ -20,7 +20,7 @@ from conftest import engine_session
 from fake_exchange import FakeBinance
 from ffe_engine.model import OrderReason, Side
 from ffe_engine.risk import OrderIntent
-from live_helpers import BTC, DELETE_ORDER, GET_ORDER, fx, live_settings, next_bar, rows, stored_events  # noqa: F401
+from live_helpers import BTC, DELETE_ORDER, GET_ORDER, POST_ORDER, fx, live_settings, next_bar, rows, stored_events  # noqa: F401
 
 MY_TRADES = "GET /api/v3/myTrades"
 
@@ -144,4 +144,28 @@ async def test_a_cancelled_order_whose_trades_a_lagging_read_leaves_out_is_no_fi
         assert not [f for f in stored_events(db, "venue_fault") if f["client_order_id"] == cid]
         assert rows(db, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [("canceled",)]
         assert e.orders.watching()  # looked at again until its trades show what is booked, or its watch is over
+        assert_books_agree(e, fx)
+
+
+async def test_a_strategy_entry_filled_after_its_cancel_holds_its_stop_loss_and_take_profit(tmp_path, fx):
+    # The exchange acknowledged a market buy and filled it a moment later; its cancel meanwhile (a kill switch, say)
+    # was answered done but not kept. The position the late fill opens is watched by the levels its entry had.
+    settings = live_settings(tmp_path, fx)
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        await next_bar(e, fx)
+        await e.resume(by="test")
+        fx.fault(POST_ORDER, "fill_later", seconds=1.0)
+        sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01, reason=OrderReason.SIGNAL,
+                                                ref_price=30_000.0, stop_loss=29_000.0, take_profit=31_500.0, confidence=0.9))
+        assert sub.order is not None, sub.reason
+        cid = sub.order.client_order_id
+        assert sub.order.status.value == "open", sub.order.status
+        fx.fault(DELETE_ORDER, "cancel_unkept")
+        assert (await e.orders.cancel(sub.order, by="operator"))[0]
+        await asyncio.sleep(1.2)  # it fills at the exchange
+        await polls(e)
+        assert rows(db, "SELECT quantity FROM fills WHERE client_order_id = ?", (cid,)) == [(pytest.approx(0.01),)]
+        pos = e.portfolio.positions[BTC]
+        assert (pos.stop_loss, pos.take_profit) == (29_000.0, 31_500.0)
         assert_books_agree(e, fx)
