@@ -41,8 +41,9 @@ Faults are queued per route ("METHOD /path") and each is used once (or `times` t
 - "error": answer `status` with Binance error `code` and `msg` without running the request;
 - "stale": answer a read from the books as they stood before their last change, as a replica `seconds` behind can
   (once the last change is older than that, the replica has caught up and the read is answered as it is): the
-  account's balances, the open orders, an order (one that did not exist then: "Order does not exist.") or the
-  trades (without the newest);
+  account's balances, the open orders, an order (as it stood before its own last change while that change is newer
+  than the lag, whatever changed since; one that did not exist then: "Order does not exist.") or the trades
+  (without the newest);
 - "no_cost": run the request and answer its orders without what they cost (no `cummulativeQuoteQty`, no `fills`),
   as an exchange's terser answers can: how much filled, but not at what price;
 - "fill_later": run the request, but a market order it places is answered NEW, nothing filled yet, and fills
@@ -159,6 +160,7 @@ class FakeOrder:
     update_time: int = 0
     trades: list[Trade] = field(default_factory=list)
     before: dict[str, Any] | None = None  # its answer before its last change (None: it did not exist then)
+    changed_at: float = field(default_factory=time.time)  # wall time of its last change (its creation at first)
 
     @property
     def open(self) -> bool:
@@ -736,6 +738,7 @@ class FakeBinance:
         self._open_before = [self._order_json(o) for o in self.orders if o.open]
         for o in orders:
             o.before = self._order_json(o)
+            o.changed_at = self._changed_at
 
     @staticmethod
     def _decimal(params: dict[str, str], key: str) -> Decimal:
@@ -925,7 +928,8 @@ class FakeBinance:
         sid = self._symbol(params)
         assert sid is not None
         order = self._find(params, sid)
-        if order is not None and self._stale(request):
+        lag = request.get(STALE)
+        if order is not None and lag is not None and time.time() - order.changed_at < lag:  # a replica behind it
             if order.before is None:
                 raise ApiError(400, -2013, "Order does not exist.")
             return web.json_response(order.before)

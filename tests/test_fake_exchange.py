@@ -265,6 +265,23 @@ async def test_stale_reads_answer_the_books_before_their_last_change(fx, ex):
     assert len(await ex.fetch_my_trades(BTC)) == 1
 
 
+async def test_a_stale_read_of_an_order_shows_it_as_it_stood_a_lag_ago_whatever_changed_since(fx, ex):
+    # An order cancelled longer ago than the replica's lag reads cancelled, though another order changed the books
+    # just now; one placed longer ago and never changed since reads as it is.
+    fx.set_price("BTCUSDT", 30_000.0)
+    await ex.create_order(BTC, "limit", "buy", 0.01, 29_000.0, {"clientOrderId": "old"})
+    await ex.create_order(BTC, "limit", "buy", 0.01, 28_000.0, {"clientOrderId": "resting"})
+    await ex.cancel_order(None, BTC, {"clientOrderId": "old"})
+    await asyncio.sleep(0.4)
+    await ex.create_order(BTC, "limit", "buy", 0.01, 27_000.0, {"clientOrderId": "new"})
+    for cid, status in (("old", "canceled"), ("resting", "open")):
+        fx.fault("GET /api/v3/order", "stale", seconds=0.3)
+        assert (await ex.fetch_order(None, BTC, {"clientOrderId": cid}))["status"] == status, cid
+    fx.fault("GET /api/v3/order", "stale", seconds=0.3)
+    with pytest.raises(ccxt_errors.OrderNotFound):  # newer than the lag
+        await ex.fetch_order(None, BTC, {"clientOrderId": "new"})
+
+
 async def test_a_stale_read_lags_by_its_seconds_and_then_the_replica_has_caught_up(fx, ex):
     await ex.create_order(BTC, "market", "buy", 0.01, None, {"clientOrderId": "bought"})
     fx.fault("GET /api/v3/account", "stale", seconds=0.3)
