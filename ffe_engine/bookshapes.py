@@ -92,6 +92,7 @@ SHAPES: dict[str, Any] = {
     "orders_cancel_due": Maybe(Each(NUMBER)),
     "orders_ended_unseen": Maybe(Each(NUMBER)),
     "orders_ended_said": Maybe(Items(TEXT)),
+    "orders_reappeared": Maybe(Items(TEXT)),
     "orders_cancel_asked": Maybe(Items(TEXT)),
     "orders_repeat_refused": Maybe(Items(TEXT)),
     "orders_resent": Maybe(Each(INTEGER)),

@@ -56,6 +56,7 @@ HOLD_KEY = "venue_hold_until"  # kv: the wall time before which the venue asked 
 CANCEL_DUE_KEY = "orders_cancel_due"  # kv: cancels a Retry-After kept from the venue -> the wall time it ends
 ENDED_KEY = "orders_ended_unseen"  # kv: orders ended without the venue's word -> the wall time they are watched until
 ENDED_SAID_KEY = "orders_ended_said"  # kv: of those, the orders the venue said it cancelled with part unfilled
+REAPPEARED_KEY = "orders_reappeared"  # kv: of those, the orders the venue has shown since: said once, across restarts
 WATCH_WINDOWS = 30  # settle windows an order ended without the venue's word is looked up for after its end
 
 log = logs.get_logger("ffe.orders")
@@ -214,6 +215,13 @@ class OrderPath:
         # answer raced a fill says so of an order that filled). Watched too, until a lookup a settle window after
         # their end shows them ended with nothing the books lack.
         self._said_ended: set[str] = set()
+        # Of those, the ones a lookup has shown open: when it first did (monotonic). Taken in once lookups still show
+        # it a settle window later: one lookup saying so may be a replica behind the cancel.
+        self._said_open: dict[str, float] = {}
+        # Orders taken in whose cancel this engine sent: when (monotonic). Its answer is not the order's last word
+        # (a queued cancel is answered before it is done): a lookup says when it is done; it is sent again only a
+        # settle window later, a lookup before then may lag behind it.
+        self._taken_in_cancel: dict[str, float] = {}
         # Orders ended by the venue's own word that a lookup has since shown open: when it first did (reappeared).
         self._open_after_end: dict[str, float] = {}
 
@@ -751,11 +759,12 @@ class OrderPath:
                 if note is not None:
                     self.bus.publish(note)
 
-            await self._book(o, fill, intent, publish, venue_news=venue_news)
+            # An end the venue said with part unfilled is watched from here, stored with the fill that ends it.
+            watched = o.status.final and not prev_status.final and said is None and self._watch_said(o)
+            await self._book(o, fill, intent, publish, venue_news=venue_news,
+                             kv=self._ended_kv() if watched else None)
             if o.status.final:
                 self.intents.pop(o.client_order_id, None)
-                if not prev_status.final and said is None and self._watch_said(o):
-                    await self._store_ended()
             return
         if status is not prev_status:
             if status.final:
@@ -767,10 +776,11 @@ class OrderPath:
                 await self._write_state(o, self.book(), publish=functools.partial(self._emit, o))
 
     async def _book(self, o: Order, fill: Fill, intent: OrderIntent, publish: Callable[[], object], *,
-                    venue_news: bool, journal: dict[str, Any] | None = None) -> None:
+                    venue_news: bool, journal: dict[str, Any] | None = None, kv: dict[str, Any] | None = None) -> None:
         """A fill of `o` booked: the owner applies it to its books in memory and says what else to record (on_fill),
         then the fill, the order's new state and those records are committed in one transaction (Store.add_fill,
-        `journal`: the order journaled with it), then the follow-up its record asks for (an exit, the learner).
+        `journal`: the order journaled with it; `kv`: book state of the order path's to store with it), then the
+        follow-up its record asks for (an exit, the learner).
         Never cut off between the books in memory taking the fill and its commit (a stop past its time, a cancel
         past its bound): the books would be ahead of the records."""
 
@@ -783,6 +793,9 @@ class OrderPath:
                 record = await self.on_fill(o, fill, intent)
             finally:
                 self.taken(fill)
+            if kv:
+                record = record if record is not None else FillRecord(wall=self.clock.wall())
+                record.kv.update(kv)
             await self.store.add_fill(fill, o, record, publish=publish, journal=journal)
             return record
 
@@ -956,9 +969,13 @@ class OrderPath:
     # ------------------------------------------------------------------ ended, then shown by the venue
     def _ended_kv(self) -> dict[str, Any]:
         """The orders watched after their end, as stored (kv)."""
-        self._said_ended &= set(self._ended)
+        watched = set(self._ended)
+        self._said_ended &= watched
+        self._reappeared &= watched
+        self._said_open = {cid: t for cid, t in self._said_open.items() if cid in watched}
+        self._taken_in_cancel = {cid: t for cid, t in self._taken_in_cancel.items() if cid in watched}
         return {ENDED_KEY: {cid: until for cid, (_, until) in self._ended.items()} or None,
-                ENDED_SAID_KEY: sorted(self._said_ended) or None}
+                ENDED_SAID_KEY: sorted(self._said_ended) or None, REAPPEARED_KEY: sorted(self._reappeared) or None}
 
     async def _store_ended(self) -> None:
         await self.store.put_kvs(self._ended_kv(), self.clock.wall())
@@ -992,15 +1009,20 @@ class OrderPath:
         window after its end (no replica lags so long: the cancel was not done); "done" when it shows it ended,
         nothing lacking, a settle window after its end, or once its watch is over; else "wait" (a replica behind
         the cancel still shows it open, or its trades short of what is booked) until the next poll."""
+        cid = o.client_order_id
         shown = vo.venue_filled if vo.trades_behind and vo.venue_filled is not None else vo.filled
         if round(shown - o.filled, 12) > 0:
             return "take in"
         if now >= until:
             return "done"
-        settled = now - (until - WATCH_WINDOWS * self.settle_s) >= self.settle_s
-        if not settled or vo.trades_behind:
+        if vo.trades_behind:
             return "wait"
-        return "take in" if vo.status == "open" else "done"
+        if vo.status == "open":
+            first = self._said_open.setdefault(cid, self.clock.monotonic())
+            return "take in" if self.clock.monotonic() - first >= self.settle_s else "wait"
+        self._said_open.pop(cid, None)
+        settled = now - (until - WATCH_WINDOWS * self.settle_s) >= self.settle_s
+        return "done" if settled else "wait"
 
     def listed_open(self, cids: set[str]) -> None:
         """The venue's open orders as just listed: an ended order's sighting (`reappeared`) that the list no longer
@@ -1040,13 +1062,16 @@ class OrderPath:
         """An order the journal has ended that the venue shows: the books do not hold it, so it must not work. Open,
         it is cancelled now, whatever the engine's state (a HALTED engine's cancel asked of it stands). What it
         filled is booked against it as the venue says, its status kept (a final status never changes): the books
-        stay the venue's. Said once (a `reappeared` venue fault, which pages), and its end once done there: not open
-        and its trades shown. True then; until then it is watched (looked up at each poll, stored)."""
+        stay the venue's. Said once (a `reappeared` venue fault, which pages, across restarts), and its end once a
+        lookup shows it done there: not open and its trades shown; until then it is watched (looked up at each poll,
+        stored). True once done, or once its cancel's answer says it ended."""
         cid = o.client_order_id
         if vo.status != "open" and round(vo.filled - o.filled, 12) <= 0 and not vo.trades_behind:
+            if cid in self._reappeared:
+                return await self._take_in_done(o, vo)
             if self._ended.pop(cid, None) is not None:  # ended there too, with nothing the books lack: as journaled
                 await self._store_ended()
-            return cid not in self._reappeared or await self._take_in_done(o, vo)
+            return True
         # An answer whose trades lag says "open" until they show: the venue's own status and fill are said, and
         # an order it has ended is not cancelled again.
         working = vo.status == "open" and vo.venue_status in (None, "open")
@@ -1060,30 +1085,30 @@ class OrderPath:
         if cid not in self.intents:  # what it fills is booked as its order asked (an entry's stop-loss and take-profit)
             raw = (await self.store.order_intents([cid])).get(cid)
             self.intents[cid] = OrderIntent.from_dict(raw) if raw else _intent_of(o)
-        seen: VenueOrder | None = vo
-        if working:
+        sent = self._taken_in_cancel.get(cid)
+        if working and (sent is None or self.clock.monotonic() - sent >= self.settle_s):
             try:
                 self._cancels_sent.add(cid)
-                seen = await self.venue.cancel_order(cid, o.symbol)
+                self._taken_in_cancel[cid] = self.clock.monotonic()
+                # Its answer's fills are booked; whether it is done, a lookup says: an exchange that queues cancels
+                # answers before it is done, one whose answer raced a fill says done of an order that fills.
+                vo = await self.venue.cancel_order(cid, o.symbol)
             except (VenueError, VenueUnavailable) as exc:
                 log.warning("ended order open at the venue, its cancel not done: sent again at the next poll",
                             venue=self.venue.name, order=cid, detail=str(exc)[:160])
-                # What the venue shows it filled is in the account already: booked now, not once the cancel is done
-                # (the gates would size entries on books that lack it).
-                await self._apply(o, vo)
-                seen = None
-        if seen is not None:
-            await self._apply(o, seen)  # its fills booked; the final status stays
-        if seen is not None and seen.status != "open" and not seen.trades_behind:
-            return await self._take_in_done(o, seen)
+                self._taken_in_cancel.pop(cid, None)
+        # What the venue shows it filled is in the account already: booked now, not once the cancel is done (the gates
+        # would size entries on books that lack it). The final status stays.
+        await self._apply(o, vo)
         self._ended[cid] = (o, max(self._ended.get(cid, (o, 0.0))[1], self.clock.wall()))
         await self._store_ended()
-        return False
+        return vo.status != "open"  # its cancel's answer says it ended: no unknown open order, as far as is known
 
     async def _take_in_done(self, o: Order, vo: VenueOrder) -> bool:
         """A reappeared order done at the venue (not open, its trades shown, booked): its end said, its watch over."""
         self._ended.pop(o.client_order_id, None)
         self.intents.pop(o.client_order_id, None)
+        self._taken_in_cancel.pop(o.client_order_id, None)
         self._reappeared.discard(o.client_order_id)
         self._fault("reappeared", "resolved", o, f"{vo.status} at the venue, filled {fmt.qty(o.filled, 8)} booked; "
                                                  f"the journal keeps it {o.status.value}")
@@ -1523,6 +1548,8 @@ class OrderPath:
                 self._ended[o.client_order_id] = (o, float(until))
         said = await self.store.get_kv(ENDED_SAID_KEY) or []
         self._said_ended = {str(cid) for cid in said if str(cid) in self._ended} if isinstance(said, list) else set()
+        shown = await self.store.get_kv(REAPPEARED_KEY) or []
+        self._reappeared = {str(cid) for cid in shown if str(cid) in self._ended} if isinstance(shown, list) else set()
         refused = set(await self.store.get_kv(REPEAT_REFUSED_KEY, []) or [])
         self._repeat_refused = refused & {o.client_order_id for o in orders}
         resent = await self.store.get_kv(RESENT_KEY) or {}

@@ -23,6 +23,7 @@ from ffe_engine.risk import OrderIntent
 from live_helpers import BTC, DELETE_ORDER, GET_ORDER, POST_ORDER, fx, live_settings, next_bar, rows, stored_events  # noqa: F401
 
 MY_TRADES = "GET /api/v3/myTrades"
+OPEN_ORDERS = "GET /api/v3/openOrders"
 
 
 def assert_books_agree(e, fx: FakeBinance) -> None:
@@ -169,3 +170,125 @@ async def test_a_strategy_entry_filled_after_its_cancel_holds_its_stop_loss_and_
         pos = e.portfolio.positions[BTC]
         assert (pos.stop_loss, pos.take_profit) == (29_000.0, 31_500.0)
         assert_books_agree(e, fx)
+
+
+def reappeared(db, cid: str) -> list[tuple[str, str]]:
+    return [(f["kind"], f["phase"]) for f in stored_events(db, "venue_fault") if f["client_order_id"] == cid]
+
+
+async def resting_buy(e, fx: FakeBinance):
+    await next_bar(e, fx)
+    await e.resume(by="test")
+    sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01, reason=OrderReason.OPERATOR,
+                                            type="limit", price=25_000.0, ref_price=30_000.0))
+    assert sub.order.status.value == "open", sub.order.status
+    return sub.order
+
+
+@pytest.mark.parametrize("fault", ["cancel_later", "cancel_unkept"])
+async def test_an_order_taken_in_stays_watched_until_a_lookup_shows_it_ended_whatever_its_cancel_answered(
+        tmp_path, fx, fault):
+    # The cancels the take-in sends are answered as the first was: not done. The order is still open at the exchange,
+    # so it is still watched (its cancel sent again a settle window apart, not at every poll), and what it fills
+    # later is booked; once a cancel is done, a lookup says so and the watch ends.
+    settings = live_settings(tmp_path, fx)
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        o = await resting_buy(e, fx)
+        cid = o.client_order_id
+        fx.fault(DELETE_ORDER, fault, seconds=60.0, times=1000)
+        assert (await e.orders.cancel(o, by="operator"))[0]
+        for _ in range(3):
+            await asyncio.sleep(e.venue.settle_s + 0.1)
+            await polls(e, 4)
+        assert fx.open_order(cid) is not None and e.orders.watching()
+        assert reappeared(db, cid) == [("reappeared", "fault")]
+        assert len(fx.requests_to(DELETE_ORDER)) <= 4  # the first, and one a settle window at most
+        fx.fill(cid, qty=0.006)
+        fx.clear_faults(DELETE_ORDER)
+        await asyncio.sleep(e.venue.settle_s + 0.1)
+        await polls(e, 4)
+        assert rows(db, "SELECT quantity FROM fills WHERE client_order_id = ?", (cid,)) == [(pytest.approx(0.006),)]
+        assert fx.open_order(cid) is None
+        assert reappeared(db, cid) == [("reappeared", "fault"), ("reappeared", "resolved")]
+        assert_books_agree(e, fx)
+
+
+async def test_a_queued_cancel_done_within_the_settle_window_while_reads_lag_is_no_reappeared_order(tmp_path, fx):
+    # The exchange does the cancel 0.5 s after it answered it, and its reads lag 1.2 s: both within the settle
+    # window (1.5 s). A lookup a settle window after the answer still sees it open; one later sees it cancelled.
+    settings = live_settings(tmp_path, fx)
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        o = await resting_buy(e, fx)
+        cid = o.client_order_id
+        fx.fault(DELETE_ORDER, "cancel_later", seconds=0.5)
+        fx.fault(GET_ORDER, "stale", seconds=0.8 * e.venue.settle_s, times=10_000)
+        fx.fault(OPEN_ORDERS, "stale", seconds=0.8 * e.venue.settle_s, times=10_000)
+        assert (await e.orders.cancel(o, by="operator"))[0]
+        for _ in range(40):
+            await e.orders.poll()
+            await asyncio.sleep(0.1)
+        assert [(x.status, x.filled) for x in fx.orders_with(cid)] == [("CANCELED", 0.0)]
+        assert len(fx.requests_to(DELETE_ORDER)) == 1
+        assert reappeared(db, cid) == []
+        assert not e.orders.watching()
+
+
+async def test_the_watch_of_a_cancelled_order_is_stored_with_the_fill_its_cancel_s_answer_showed(
+        tmp_path, fx, monkeypatch):
+    # The cancel's answer is the first to show part of the order filled: that fill and the order's end are committed
+    # together, and so is its watch. A kill right after that commit leaves the watch stored: the next start books
+    # what the order, still open at the exchange, filled since.
+    from ffe_engine.store import Store
+
+    settings = live_settings(tmp_path, fx)
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        o = await resting_buy(e, fx)
+        cid = o.client_order_id
+        fx.fill(cid, qty=0.004)  # not looked up yet
+        fx.fault(DELETE_ORDER, "cancel_unkept")
+
+        async def killed(*args, **kwargs):
+            raise asyncio.CancelledError()  # the process ends at the next write after the fill's
+
+        monkeypatch.setattr(Store, "put_kvs", killed)
+        monkeypatch.setattr(Store, "put_kv", killed)
+        try:
+            await e.orders.cancel(o, by="operator")
+        except asyncio.CancelledError:
+            pass
+        monkeypatch.undo()
+        assert rows(db, "SELECT status, filled FROM orders WHERE client_order_id = ?", (cid,)) == [
+            ("canceled", pytest.approx(0.004))]
+    fx.fill(cid)
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        await polls(e)
+        assert rows(db, "SELECT SUM(quantity) FROM fills WHERE client_order_id = ?", (cid,)) == [
+            (pytest.approx(0.01),)]
+        assert_books_agree(e, fx)
+
+
+async def test_an_order_taken_in_is_said_once_across_a_restart(tmp_path, fx):
+    settings = live_settings(tmp_path, fx)
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        o = await resting_buy(e, fx)
+        cid = o.client_order_id
+        fx.fault(DELETE_ORDER, "cancel_unkept")
+        assert (await e.orders.cancel(o, by="operator"))[0]
+        fx.fill(cid, qty=0.003)
+        fx.fault(DELETE_ORDER, "5xx_not_executed", times=1000)  # its cancel by the take-in does not get through
+        await polls(e, 3)
+        assert reappeared(db, cid) == [("reappeared", "fault")]
+    fx.clear_faults(DELETE_ORDER)
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        for _ in range(3):
+            await asyncio.sleep(e.venue.settle_s)
+            await polls(e, 3)
+        assert fx.open_order(cid) is None
+        assert_books_agree(e, fx)
+        assert reappeared(db, cid) == [("reappeared", "fault"), ("reappeared", "resolved")]
