@@ -1005,10 +1005,11 @@ class OrderPath:
 
     def _said_news(self, o: Order, vo: VenueOrder, until: float, now: float) -> str:
         """What a lookup of an order the venue said it cancelled tells: "take in" when it shows a fill the books
-        lack (a fill is a fact, whenever shown: booked once its trades show it), or still shows it open a settle
-        window after its end (no replica lags so long: the cancel was not done); "done" when it shows it ended,
-        nothing lacking, a settle window after its end, or once its watch is over; else "wait" (a replica behind
-        the cancel still shows it open, or its trades short of what is booked) until the next poll."""
+        lack (a fill is a fact, whenever shown: booked once its trades show it), or shows it open and still did a
+        settle window after the first lookup that did (no replica lags so long: the cancel was not done); "done"
+        when it shows it ended, nothing lacking, a settle window after its end, or once its watch is over; else
+        "wait" (a replica behind the cancel, or a queued cancel not done yet, still shows it open; or its trades
+        fall short of what is booked) until the next poll."""
         cid = o.client_order_id
         shown = vo.venue_filled if vo.trades_behind and vo.venue_filled is not None else vo.filled
         if round(shown - o.filled, 12) > 0:
@@ -1064,7 +1065,7 @@ class OrderPath:
         filled is booked against it as the venue says, its status kept (a final status never changes): the books
         stay the venue's. Said once (a `reappeared` venue fault, which pages, across restarts), and its end once a
         lookup shows it done there: not open and its trades shown; until then it is watched (looked up at each poll,
-        stored). True once done, or once its cancel's answer says it ended."""
+        stored). True once done, or once the venue's last answer (its cancel's) says it no longer works."""
         cid = o.client_order_id
         if vo.status != "open" and round(vo.filled - o.filled, 12) <= 0 and not vo.trades_behind:
             if cid in self._reappeared:
@@ -1102,7 +1103,7 @@ class OrderPath:
         await self._apply(o, vo)
         self._ended[cid] = (o, max(self._ended.get(cid, (o, 0.0))[1], self.clock.wall()))
         await self._store_ended()
-        return vo.status != "open"  # its cancel's answer says it ended: no unknown open order, as far as is known
+        return vo.status != "open"
 
     async def _take_in_done(self, o: Order, vo: VenueOrder) -> bool:
         """A reappeared order done at the venue (not open, its trades shown, booked): its end said, its watch over."""
