@@ -451,6 +451,15 @@ def _options_before_the_command(parser: Parser, given: list[str], extra: list[st
     raise UsageError(f"`{name}` takes no {refused} (options go after the command; see `{name} --help`)")
 
 
+def _said_after_the_command(parser: Parser, given: list[str]) -> None:
+    """`ffe --data-dir a --data-dir b config check`: a mistake in the options before a command, refused as run's, is
+    refused as the command's when it is one there too (its line names the command's help); else nothing is said."""
+    command = next((word for word in given if word in parser.commands), None)
+    if command is not None:
+        at = given.index(command)
+        parser.parse_known_args(given[at:] + given[:at])
+
+
 def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) -> int:
     """`early`: the signals taken since the process began (ffe_cli.entry), for a headless run to act on; every
     other command gets them back at once."""
@@ -470,6 +479,10 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
         except SystemExit as done:
             if not done.code:  # the help, printed: flushed here, so that a full standard output is said as below
                 sys.stdout.flush()
+            raise
+        except UsageError:
+            if argv is not given:  # options before a command, taken as run's: the command's own help says them
+                _said_after_the_command(parser, given)
             raise
         if extra and given and given[0].startswith("-") and any(word in parser.commands for word in extra):
             _options_before_the_command(parser, given, extra)

@@ -712,6 +712,7 @@ def test_an_unknown_option_points_to_the_help_that_lists_the_command_s_options(t
     # An option given twice is a mistake, not the last one winning: the account, the run or the quantity acted on
     # would be other than one of the two typed.
     (("config", "check", "--data-dir", "a", "--data-dir", "b"), "ffe config check"),
+    (("--data-dir", "a", "--data-dir", "b", "config", "check"), "ffe config check"),  # before the command too
     (("backtest", "--records", "full", "BTC-USD_1h.csv", "--records", "summary"), "ffe backtest"),
     (("ctl", "settle", "ffe-x", "filled", "--quantity", "1", "--price", "2", "--quantity=3"), "ffe ctl"),
     (("restore", "--data-dir", "a", "b.tar.zst", "--data-dir", "c"), "ffe restore"),
