@@ -218,10 +218,10 @@ class OrderPath:
         # Of those, the ones a lookup has shown open: when it first did (monotonic). Taken in once lookups still show
         # it a settle window later: one lookup saying so may be a replica behind the cancel.
         self._said_open: dict[str, float] = {}
-        # Orders taken in whose cancel this engine sent: when (monotonic). Its answer is not the order's last word
-        # (a queued cancel is answered before it is done): a lookup says when it is done; it is sent again only a
-        # settle window later, a lookup before then may lag behind it.
-        self._taken_in_cancel: dict[str, float] = {}
+        # Orders taken in whose cancel this engine sent: when (monotonic), and whether its answer said it ended. That
+        # answer is not the order's last word (a queued cancel is answered before it is done): a lookup says when it
+        # is done. The cancel is sent again a settle window later, not before: a read before then may lag behind it.
+        self._taken_in_cancel: dict[str, tuple[float, bool]] = {}
         # Orders ended by the venue's own word that a lookup has since shown open: when it first did (reappeared).
         self._open_after_end: dict[str, float] = {}
 
@@ -1038,9 +1038,13 @@ class OrderPath:
         lags the venue's book shows an order open that has since filled."""
         async with self._poll_lock:
             cid = vo.client_order_id
-            if cid in self._ended and cid not in self._said_ended:
-                # ended without the venue's word: the list is its first word
+            if cid in self._ended and (cid not in self._said_ended or cid in self._reappeared):
+                # ended without the venue's word (the list is its first word), or taken in already
                 return await self._take_in(self._ended[cid][0], vo)
+            if cid in self._ended:
+                # Ended by the venue's word, and watched: its lookups take it in if it still works a settle window
+                # after the first that showed it open. A list that shows it meanwhile may lag behind its cancel.
+                return True
             o = await self.store.order(cid)
             if o is None or not o.status.final or cid in self.live:
                 return False
@@ -1087,23 +1091,28 @@ class OrderPath:
             raw = (await self.store.order_intents([cid])).get(cid)
             self.intents[cid] = OrderIntent.from_dict(raw) if raw else _intent_of(o)
         sent = self._taken_in_cancel.get(cid)
-        if working and (sent is None or self.clock.monotonic() - sent >= self.settle_s):
+        if working and (sent is None or self.clock.monotonic() - sent[0] >= self.settle_s):
+            self._taken_in_cancel[cid] = sent = (self.clock.monotonic(), False)
             try:
                 self._cancels_sent.add(cid)
-                self._taken_in_cancel[cid] = self.clock.monotonic()
                 # Its answer's fills are booked; whether it is done, a lookup says: an exchange that queues cancels
                 # answers before it is done, one whose answer raced a fill says done of an order that fills.
                 vo = await self.venue.cancel_order(cid, o.symbol)
+                self._taken_in_cancel[cid] = sent = (sent[0], vo.status != "open")
             except (VenueError, VenueUnavailable) as exc:
                 log.warning("ended order open at the venue, its cancel not done: sent again at the next poll",
                             venue=self.venue.name, order=cid, detail=str(exc)[:160])
                 self._taken_in_cancel.pop(cid, None)
+                sent = None
         # What the venue shows it filled is in the account already: booked now, not once the cancel is done (the gates
         # would size entries on books that lack it). The final status stays.
         await self._apply(o, vo)
         self._ended[cid] = (o, max(self._ended.get(cid, (o, 0.0))[1], self.clock.wall()))
         await self._store_ended()
-        return vo.status != "open"
+        # No longer working, as far as is known: the venue's view says so, or the answer to its cancel did a moment
+        # ago (a view shown since may lag behind that cancel).
+        answered = sent is not None and sent[1] and self.clock.monotonic() - sent[0] < self.settle_s
+        return vo.status != "open" or answered
 
     async def _take_in_done(self, o: Order, vo: VenueOrder) -> bool:
         """A reappeared order done at the venue (not open, its trades shown, booked): its end said, its watch over."""

@@ -292,3 +292,66 @@ async def test_an_order_taken_in_is_said_once_across_a_restart(tmp_path, fx):
         assert fx.open_order(cid) is None
         assert_books_agree(e, fx)
         assert reappeared(db, cid) == [("reappeared", "fault"), ("reappeared", "resolved")]
+
+
+async def test_a_lagging_list_of_open_orders_after_the_take_in_s_cancel_is_no_unknown_order(tmp_path, fx):
+    # A cancel answered done but not kept; the order lookups and the open orders lag the exchange by less than the
+    # settle window. The watch takes the order in and cancels it (answered, and done this time); the list and the
+    # lookup a reconciliation makes just after still show it open. That order is not an unknown open order: nothing
+    # holds the engine.
+    settings = live_settings(tmp_path, fx)
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        settle = e.venue.settle_s
+        o = await resting_buy(e, fx)
+        cid = o.client_order_id
+        fx.fault(DELETE_ORDER, "cancel_unkept")
+        assert (await e.orders.cancel(o, by="operator"))[0]
+        fx.fault(GET_ORDER, "stale", seconds=0.6 * settle, times=10_000)
+        fx.fault(OPEN_ORDERS, "stale", seconds=0.6 * settle, times=10_000)
+        await asyncio.sleep(settle)
+        for _ in range(12):  # reconciliations half a settle window apart, as the engine's own can be
+            await e.reconcile()
+            assert e.state.value == "RUNNING" and e.reconcile_blocked == [], (e.state_reason, e.reconcile_blocked)
+            if len(fx.requests_to(DELETE_ORDER)) == 2:
+                break
+            await asyncio.sleep(settle / 2)
+        assert len(fx.requests_to(DELETE_ORDER)) == 2  # the first cancel, and the take-in's
+        assert [(x.status, x.filled) for x in fx.orders_with(cid)] == [("CANCELED", 0.0)]
+        for _ in range(3):
+            await asyncio.sleep(settle / 2)
+            await e.reconcile()
+            assert e.state.value == "RUNNING" and e.reconcile_blocked == [], (e.state_reason, e.reconcile_blocked)
+
+
+async def test_a_queued_cancel_is_no_unknown_open_order_while_the_watch_decides(tmp_path, fx):
+    # Two cancelled orders watched; the exchange is still doing the second's cancel (queued for a minute). The
+    # first lookup of the next poll gets no answer, so the watch first sees the second open late in the first
+    # reconciliation. The reconciliation a settle window after it began must not count that order an unknown open
+    # order: the watch takes it in and cancels it; nothing holds the engine.
+    settings = live_settings(tmp_path, fx)
+    async with engine_session(settings, live=True) as running:
+        e, db = running.engine, running.store.path
+        settle = e.venue.settle_s
+        await next_bar(e, fx)
+        await e.resume(by="test")
+        orders = []
+        for price in (25_000.0, 25_100.0):
+            sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01,
+                                                    reason=OrderReason.OPERATOR, type="limit", price=price,
+                                                    ref_price=30_000.0))
+            orders.append(sub.order)
+        a, b = orders
+        assert (await e.orders.cancel(a, by="operator"))[0]
+        fx.fault(DELETE_ORDER, "cancel_later", seconds=60.0)
+        assert (await e.orders.cancel(b, by="operator"))[0]
+        fx.fault(GET_ORDER, "drop_after")
+        for _ in range(8):  # each a settle window after the one before began: where a difference is confirmed
+            began = time.monotonic()
+            await e.reconcile()
+            assert e.state.value == "RUNNING" and e.reconcile_blocked == [], (e.state_reason, e.reconcile_blocked)
+            if len(fx.requests_to(DELETE_ORDER)) == 3:
+                break
+            await asyncio.sleep(max(0.0, began + settle + 0.01 - time.monotonic()))
+        assert len(fx.requests_to(DELETE_ORDER)) == 3  # the two cancels, and the take-in's of the second
+        assert fx.open_order(b.client_order_id) is None
