@@ -1033,7 +1033,8 @@ class OrderPath:
 
     async def reappeared(self, vo: VenueOrder) -> bool:
         """The venue lists open an order the journal has ended (`vo`, from its open orders). True once it is done
-        there (cancelled, its fills booked); otherwise it is watched and tried again at each poll. An order the
+        there (cancelled, its fills booked), or left to the lookups of its watch (one the venue said it cancelled:
+        the list may lag behind that cancel); otherwise it is watched and tried again at each poll. An order the
         journal ended by the venue's own word is taken in only when its lookup by id says open too: a list that
         lags the venue's book shows an order open that has since filled."""
         async with self._poll_lock:
