@@ -20,7 +20,8 @@ from conftest import engine_session
 from fake_exchange import FakeBinance
 from ffe_engine.model import OrderReason, Side
 from ffe_engine.risk import OrderIntent
-from live_helpers import BTC, DELETE_ORDER, GET_ORDER, POST_ORDER, fx, live_settings, next_bar, rows, stored_events  # noqa: F401
+from live_helpers import (BTC, DELETE_ORDER, GET_ORDER, POST_ORDER, fx, live_settings, next_bar, rows,  # noqa: F401
+                          stored_events)
 
 MY_TRADES = "GET /api/v3/myTrades"
 OPEN_ORDERS = "GET /api/v3/openOrders"
@@ -158,7 +159,8 @@ async def test_a_strategy_entry_filled_after_its_cancel_holds_its_stop_loss_and_
         await e.resume(by="test")
         fx.fault(POST_ORDER, "fill_later", seconds=1.0)
         sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01, reason=OrderReason.SIGNAL,
-                                                ref_price=30_000.0, stop_loss=29_000.0, take_profit=31_500.0, confidence=0.9))
+                                                ref_price=30_000.0, stop_loss=29_000.0, take_profit=31_500.0,
+                                                confidence=0.9))
         assert sub.order is not None, sub.reason
         cid = sub.order.client_order_id
         assert sub.order.status.value == "open", sub.order.status
