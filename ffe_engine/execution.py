@@ -969,16 +969,28 @@ class OrderPath:
     # ------------------------------------------------------------------ ended, then shown by the venue
     def _ended_kv(self) -> dict[str, Any]:
         """The orders watched after their end, as stored (kv)."""
-        watched = set(self._ended)
-        self._said_ended &= watched
-        self._reappeared &= watched
-        self._said_open = {cid: t for cid, t in self._said_open.items() if cid in watched}
-        self._taken_in_cancel = {cid: t for cid, t in self._taken_in_cancel.items() if cid in watched}
         return {ENDED_KEY: {cid: until for cid, (_, until) in self._ended.items()} or None,
                 ENDED_SAID_KEY: sorted(self._said_ended) or None, REAPPEARED_KEY: sorted(self._reappeared) or None}
 
     async def _store_ended(self) -> None:
         await self.store.put_kvs(self._ended_kv(), self.clock.wall())
+
+    async def _unwatch(self, cid: str) -> None:
+        """An order watched after its end is let go: its watch and what the watch kept of it, stored so."""
+        if self._ended.pop(cid, None) is None:
+            return
+        self._said_ended.discard(cid)
+        self._reappeared.discard(cid)
+        self._said_open.pop(cid, None)
+        self._taken_in_cancel.pop(cid, None)
+        await self._store_ended()
+
+    def _open_long_enough(self, sightings: dict[str, float], cid: str) -> bool:
+        """An order a lookup shows open after its end: whether lookups have shown it so for a settle window since the
+        first did (`sightings`: when that was). One lookup saying so is no proof: a replica lagging behind the answer
+        that ended it says the same."""
+        first = sightings.setdefault(cid, self.clock.monotonic())
+        return self.clock.monotonic() - first >= self.settle_s
 
     async def _look_at_ended(self) -> None:
         """Look up by id the orders ended without the venue's word (`_ended`); one it shows is taken in. One it
@@ -993,15 +1005,13 @@ class OrderPath:
             if vo is not None and cid in self._said_ended and cid not in self._reappeared:
                 news = self._said_news(o, vo, until, now)
                 if news == "done":
-                    self._ended.pop(cid, None)
-                    await self._store_ended()
+                    await self._unwatch(cid)
                 elif news == "take in":
                     await self._take_in(o, vo)
             elif vo is not None:
                 await self._take_in(o, vo)
             elif now >= until and cid not in self._reappeared:
-                self._ended.pop(cid, None)
-                await self._store_ended()
+                await self._unwatch(cid)
 
     def _said_news(self, o: Order, vo: VenueOrder, until: float, now: float) -> str:
         """What a lookup of an order the venue said it cancelled tells: "take in" when it shows a fill the books
@@ -1019,8 +1029,7 @@ class OrderPath:
         if vo.trades_behind:
             return "wait"
         if vo.status == "open":
-            first = self._said_open.setdefault(cid, self.clock.monotonic())
-            return "take in" if self.clock.monotonic() - first >= self.settle_s else "wait"
+            return "take in" if self._open_long_enough(self._said_open, cid) else "wait"
         self._said_open.pop(cid, None)
         settled = now - (until - WATCH_WINDOWS * self.settle_s) >= self.settle_s
         return "done" if settled else "wait"
@@ -1056,10 +1065,7 @@ class OrderPath:
             if looked is None or looked.status != "open":
                 self._open_after_end.pop(cid, None)
                 return False
-            # Nor is one lookup saying open proof: a replica lagging behind the answer that ended it says the same.
-            # Taken in once lookups still say so a settle window after the first did.
-            first = self._open_after_end.setdefault(cid, self.clock.monotonic())
-            if self.clock.monotonic() - first < self.settle_s:
+            if not self._open_long_enough(self._open_after_end, cid):
                 return False
             self._open_after_end.pop(cid, None)
             return await self._take_in(o, looked)
@@ -1075,8 +1081,7 @@ class OrderPath:
         if vo.status != "open" and round(vo.filled - o.filled, 12) <= 0 and not vo.trades_behind:
             if cid in self._reappeared:
                 return await self._take_in_done(o, vo)
-            if self._ended.pop(cid, None) is not None:  # ended there too, with nothing the books lack: as journaled
-                await self._store_ended()
+            await self._unwatch(cid)  # ended there too, with nothing the books lack: as journaled
             return True
         # An answer whose trades lag says "open" until they show: the venue's own status and fill are said, and
         # an order it has ended is not cancelled again.
@@ -1117,13 +1122,10 @@ class OrderPath:
 
     async def _take_in_done(self, o: Order, vo: VenueOrder) -> bool:
         """A reappeared order done at the venue (not open, its trades shown, booked): its end said, its watch over."""
-        self._ended.pop(o.client_order_id, None)
         self.intents.pop(o.client_order_id, None)
-        self._taken_in_cancel.pop(o.client_order_id, None)
-        self._reappeared.discard(o.client_order_id)
         self._fault("reappeared", "resolved", o, f"{vo.status} at the venue, filled {fmt.qty(o.filled, 8)} booked; "
                                                  f"the journal keeps it {o.status.value}")
-        await self._store_ended()
+        await self._unwatch(o.client_order_id)
         return True
 
     # ------------------------------------------------------------------ settled by hand
