@@ -33,17 +33,23 @@ def assert_books_agree(e, fx: FakeBinance) -> None:
     assert e.portfolio.cash == pytest.approx(fx.balances["USDT"].total, abs=0.005)
 
 
-async def resting_buy_cancelled(e, fx: FakeBinance, fault: str) -> str:
-    """A resting limit buy the operator cancels, its cancel answered as `fault` makes the exchange answer it: the
-    journal ends it `canceled` while the exchange still has it open."""
+async def resting_buy(e, fx: FakeBinance):
+    """A limit buy of the operator's resting at the exchange, below the market (the engine resumed, a bar in)."""
     await next_bar(e, fx)
     await e.resume(by="test")
     sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01, reason=OrderReason.OPERATOR,
                                             type="limit", price=25_000.0, ref_price=30_000.0))
-    cid = sub.order.client_order_id
     assert sub.order.status.value == "open", sub.order.status
+    return sub.order
+
+
+async def resting_buy_cancelled(e, fx: FakeBinance, fault: str) -> str:
+    """A resting limit buy the operator cancels, its cancel answered as `fault` makes the exchange answer it: the
+    journal ends it `canceled` while the exchange still has it open."""
+    o = await resting_buy(e, fx)
+    cid = o.client_order_id
     fx.fault(DELETE_ORDER, fault, seconds=60.0)
-    done, why = await e.orders.cancel(sub.order, by="operator")
+    done, why = await e.orders.cancel(o, by="operator")
     assert done, why
     assert rows(e.store.path, "SELECT status FROM orders WHERE client_order_id = ?", (cid,)) == [("canceled",)]
     assert fx.open_order(cid) is not None  # the exchange has not done the cancel
@@ -94,12 +100,9 @@ async def test_a_cancel_the_exchange_did_is_looked_up_for_a_while_then_let_go(tm
     settings = live_settings(tmp_path, fx)
     async with engine_session(settings, live=True) as running:
         e, db = running.engine, running.store.path
-        await next_bar(e, fx)
-        await e.resume(by="test")
-        sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01, reason=OrderReason.OPERATOR,
-                                                type="limit", price=25_000.0, ref_price=30_000.0))
-        cid = sub.order.client_order_id
-        assert (await e.orders.cancel(sub.order, by="operator"))[0]
+        o = await resting_buy(e, fx)
+        cid = o.client_order_id
+        assert (await e.orders.cancel(o, by="operator"))[0]
         # watched, across a restart too, for 30 settle windows from its end
         (watch,) = rows(db, "SELECT value FROM kv WHERE key = 'orders_ended_unseen'")
         until = json.loads(watch[0])[cid]
@@ -127,15 +130,12 @@ async def test_a_cancelled_order_whose_trades_a_lagging_read_leaves_out_is_no_fi
     settings = live_settings(tmp_path, fx)
     async with engine_session(settings, live=True) as running:
         e, db = running.engine, running.store.path
-        await next_bar(e, fx)
-        await e.resume(by="test")
-        sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01, reason=OrderReason.OPERATOR,
-                                                type="limit", price=25_000.0, ref_price=30_000.0))
-        cid = sub.order.client_order_id
+        o = await resting_buy(e, fx)
+        cid = o.client_order_id
         fx.fill(cid, qty=0.004)
         await polls(e, 3)
         assert rows(db, "SELECT quantity FROM fills WHERE client_order_id = ?", (cid,)) == [(pytest.approx(0.004),)]
-        assert (await e.orders.cancel(sub.order, by="operator"))[0]
+        assert (await e.orders.cancel(o, by="operator"))[0]
     fx.fault(MY_TRADES, "stale", seconds=60.0, times=10_000)  # the newest trade, the order's, left out
     async with engine_session(settings, live=True) as running:
         e, db = running.engine, running.store.path
@@ -176,15 +176,6 @@ async def test_a_strategy_entry_filled_after_its_cancel_holds_its_stop_loss_and_
 
 def reappeared(db, cid: str) -> list[tuple[str, str]]:
     return [(f["kind"], f["phase"]) for f in stored_events(db, "venue_fault") if f["client_order_id"] == cid]
-
-
-async def resting_buy(e, fx: FakeBinance):
-    await next_bar(e, fx)
-    await e.resume(by="test")
-    sub = await e.orders.submit(OrderIntent(symbol=BTC, side=Side.BUY, quantity=0.01, reason=OrderReason.OPERATOR,
-                                            type="limit", price=25_000.0, ref_price=30_000.0))
-    assert sub.order.status.value == "open", sub.order.status
-    return sub.order
 
 
 @pytest.mark.parametrize("fault", ["cancel_later", "cancel_unkept"])
