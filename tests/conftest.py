@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import pytest
 
+import forked_ffe
 from ffe_engine.config import Settings
 
 # A suite started in the background of a shell without job control (`make test &`, a script) inherits SIGINT
@@ -127,8 +128,12 @@ def run_ffe(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: f
             python_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """Run `ffe ARGS` to the end in cwd; stdout and stderr as text."""
     config_for_run(cwd, args)
-    return subprocess.run(ffe_cmd(*args, python_flags=python_flags), cwd=cwd, env=env or ffe_env(),
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    cmd, env = ffe_cmd(*args, python_flags=python_flags), env or ffe_env()
+    forked = forked_ffe.run(cmd, env=env, cwd=cwd, timeout=timeout)
+    if forked is not None:
+        return forked
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
 
 
 def run_bounded(cwd: Path, *args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.CompletedProcess:
@@ -141,8 +146,12 @@ def run_bounded(cwd: Path, *args: str, pass_fds: tuple[int, ...] = ()) -> subpro
         resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
 
     starter_config(cwd)
+    cmd, env = ffe_cmd(*args), ffe_env()
     try:
-        return subprocess.run(ffe_cmd(*args), cwd=cwd, env=ffe_env(), capture_output=True, text=True, timeout=30,
+        forked = forked_ffe.run(cmd, env=env, cwd=cwd, timeout=30, pass_fds=pass_fds, rlimit_as=3 << 30)
+        if forked is not None:
+            return forked
+        return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=30,
                               stdin=subprocess.DEVNULL, preexec_fn=limit, pass_fds=pass_fds)
     except subprocess.TimeoutExpired:
         pytest.fail(f"ffe {' '.join(args)} still running after 30 s")
@@ -199,8 +208,10 @@ class FfeProcess:
         self.stderr_path = cwd / f"{name}.stderr"
         config_for_run(cwd, args)
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(ffe_cmd(*args), cwd=cwd, env=env, stdout=out, stderr=err,
-                                         stdin=subprocess.DEVNULL)
+            self.proc: subprocess.Popen | forked_ffe.ForkedProcess = (
+                forked_ffe.popen(ffe_cmd(*args), cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+                or subprocess.Popen(ffe_cmd(*args), cwd=cwd, env=env, stdout=out, stderr=err,
+                                    stdin=subprocess.DEVNULL))
 
     @property
     def pid(self) -> int:
@@ -383,6 +394,10 @@ def process_left_as_it_was():
         changed.update({f"${k}": "changed" for k in set(env_before) | set(env_after)
                         if env_before.get(k) != env_after.get(k)})  # names only: a value may be a secret
     assert not changed, f"process state changed by the test: {changed}"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    forked_ffe.start(ffe_env())  # before any test's event loop runs: its imports take most of a second
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

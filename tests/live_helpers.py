@@ -16,12 +16,14 @@ import contextlib
 import json
 import signal
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
+import forked_ffe
 from conftest import config_for_run, ffe_cmd, ffe_env, make_settings
 from fake_exchange import FakeBinance, ccxt_options
 from ffe_engine.clock import WallClock
@@ -158,15 +160,17 @@ class AsyncFfe:
         self.cwd = cwd
         self.stdout_path = cwd / f"{name}.stdout"
         self.stderr_path = cwd / f"{name}.stderr"
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: asyncio.subprocess.Process | forked_ffe.ForkedProcess | None = None
 
     @classmethod
     async def start(cls, cwd: Path, *args: str, env: dict[str, str], name: str = "ffe") -> "AsyncFfe":
         p = cls(cwd, name)
         config_for_run(cwd, args)
         with open(p.stdout_path, "wb") as out, open(p.stderr_path, "wb") as err:
-            p.proc = await asyncio.create_subprocess_exec(*ffe_cmd(*args), cwd=cwd, env=env, stdout=out, stderr=err,
-                                                          stdin=asyncio.subprocess.DEVNULL)
+            p.proc = (forked_ffe.popen(ffe_cmd(*args), cwd=cwd, env=env, stdout=out, stderr=err,
+                                       stdin=subprocess.DEVNULL)
+                      or await asyncio.create_subprocess_exec(*ffe_cmd(*args), cwd=cwd, env=env, stdout=out,
+                                                              stderr=err, stdin=asyncio.subprocess.DEVNULL))
         return p
 
     @property
@@ -178,18 +182,25 @@ class AsyncFfe:
         return self.stderr_path.read_text(errors="replace")
 
     def alive(self) -> bool:
+        if isinstance(self.proc, forked_ffe.ForkedProcess):
+            return self.proc.poll() is None
         return self.proc is not None and self.proc.returncode is None
 
-    async def wait(self, timeout: float = 60.0) -> int:
+    async def _ended(self) -> int:
         assert self.proc is not None
-        return await asyncio.wait_for(self.proc.wait(), timeout)
+        if isinstance(self.proc, forked_ffe.ForkedProcess):
+            return await self.proc.wait_async()
+        return await self.proc.wait()
+
+    async def wait(self, timeout: float = 60.0) -> int:
+        return await asyncio.wait_for(self._ended(), timeout)
 
     async def kill(self) -> None:
         """SIGKILL: no handler runs, nothing is flushed or closed."""
         if self.alive():
             assert self.proc is not None
             self.proc.send_signal(signal.SIGKILL)
-            await self.proc.wait()
+            await self._ended()
 
     async def stop(self, timeout: float = 30.0) -> int:
         assert self.proc is not None
