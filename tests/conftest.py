@@ -89,18 +89,9 @@ def ffe_env(**extra: Any) -> dict[str, str]:
     return env
 
 
-def without_permission_overrides() -> None:
-    """A subprocess's preexec_fn: as root, it starts without the capabilities that pass files' permissions
-    (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, dropped from its bounding set), so a directory or file made
-    read-only refuses it for real, as it would any user."""
-    if os.geteuid() != 0:
-        return
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    for cap in (1, 2, 3):
-        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-            raise OSError(ctypes.get_errno(), f"cannot drop capability {cap}")
+# A subprocess's preexec_fn: as root, it starts without the capabilities that pass files' permissions, so a directory
+# or file made read-only refuses it for real, as it would any user (ffe_fork_server.limit).
+without_permission_overrides = forked_ffe.Limits(no_permission_overrides=True)
 
 
 def starter_config(cwd: Path) -> Path:
@@ -128,31 +119,19 @@ def run_ffe(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: f
             python_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """Run `ffe ARGS` to the end in cwd; stdout and stderr as text."""
     config_for_run(cwd, args)
-    cmd, env = ffe_cmd(*args, python_flags=python_flags), env or ffe_env()
-    forked = forked_ffe.run(cmd, env=env, cwd=cwd, timeout=timeout)
-    if forked is not None:
-        return forked
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return forked_ffe.run(ffe_cmd(*args, python_flags=python_flags), cwd=cwd, env=env or ffe_env(),
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def run_bounded(cwd: Path, *args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.CompletedProcess:
     """`ffe ARGS` with its memory bounded (3 GB of address space) and its time (30 s): a command that reads a
     device without end, or waits on a FIFO, fails the test instead of taking the machine's memory or hanging.
     `pass_fds`: descriptors of the test's the command inherits (a pipe it reads as /dev/fd/N)."""
-    import resource
-
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
-
     starter_config(cwd)
-    cmd, env = ffe_cmd(*args), ffe_env()
     try:
-        forked = forked_ffe.run(cmd, env=env, cwd=cwd, timeout=30, pass_fds=pass_fds, rlimit_as=3 << 30)
-        if forked is not None:
-            return forked
-        return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=30,
-                              stdin=subprocess.DEVNULL, preexec_fn=limit, pass_fds=pass_fds)
+        return forked_ffe.run(ffe_cmd(*args), cwd=cwd, env=ffe_env(), capture_output=True, text=True, timeout=30,
+                              stdin=subprocess.DEVNULL, preexec_fn=forked_ffe.Limits(address_space=3 << 30),
+                              pass_fds=pass_fds)
     except subprocess.TimeoutExpired:
         pytest.fail(f"ffe {' '.join(args)} still running after 30 s")
 
@@ -208,10 +187,8 @@ class FfeProcess:
         self.stderr_path = cwd / f"{name}.stderr"
         config_for_run(cwd, args)
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc: subprocess.Popen | forked_ffe.ForkedProcess = (
-                forked_ffe.popen(ffe_cmd(*args), cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-                or subprocess.Popen(ffe_cmd(*args), cwd=cwd, env=env, stdout=out, stderr=err,
-                                    stdin=subprocess.DEVNULL))
+            self.proc = forked_ffe.Popen(ffe_cmd(*args), cwd=cwd, env=env, stdout=out, stderr=err,
+                                         stdin=subprocess.DEVNULL)
 
     @property
     def pid(self) -> int:

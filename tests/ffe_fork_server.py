@@ -11,8 +11,8 @@ the caller its wait status.
 
 Usage: python tests/ffe_fork_server.py SOCKET (tests/forked_ffe.py starts it, one per test worker, and is its only
 client). The protocol, over a SOCK_SEQPACKET unix socket, one connection per process: the caller sends one message,
-JSON {"args", "env", "cwd", "umask", "fds", "rlimit_as"} with the descriptors named by "fds" attached;
-the server answers {"pid": N} once the child is forked, and {"status": S} (the wait status) once it has ended.
+JSON {"args", "env", "cwd", "umask", "fds", "new_session", "limits"} with the descriptors named by "fds" attached;
+the server answers {"pid": N} once the child is forked, and {"status": S, "cpu": C} (the wait status, and the CPU seconds it used) once it has ended.
 The server ends when its stdin, a pipe from the test worker, does (the worker has ended); children still running
 are left to run, as subprocesses of an ended worker would be.
 """
@@ -99,9 +99,9 @@ def serve(path: str) -> tuple[dict, list[int]]:
                 pid, conn = exits.pop(key.fd)
                 sel.unregister(key.fd)
                 os.close(key.fd)
-                _, status = os.waitpid(pid, 0)
+                _, status, usage = os.wait4(pid, 0)
                 try:
-                    conn.send(json.dumps({"status": status}).encode())
+                    conn.send(json.dumps({"status": status, "cpu": usage.ru_utime + usage.ru_stime}).encode())
                 except OSError:
                     pass
                 del conns[conn.fileno()]
@@ -155,8 +155,42 @@ def streams() -> None:
     sys.stderr = sys.__stderr__ = text(2, "wb", sys.__stderr__)  # type: ignore[misc, arg-type]
 
 
+def limit(limits: dict) -> None:
+    """What a child of the tests is limited to before it runs (tests/forked_ffe.py's Limits, as data): a file size
+    (SIGXFSZ ignored: a failed write, not a killed process), an address space, and, as root, no capability that
+    passes files' permissions (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER dropped from its bounding set), so a
+    directory or file made read-only refuses it for real, as it would any user."""
+    import resource
+    import signal
+
+    if limits.get("fsize") is not None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits["fsize"], limits["fsize"]))
+    if limits.get("address_space") is not None:
+        resource.setrlimit(resource.RLIMIT_AS, (limits["address_space"], limits["address_space"]))
+    if limits.get("no_permission_overrides") and os.geteuid() == 0:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        for cap in (1, 2, 3):
+            if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP: none of them comes back at an exec
+                raise OSError(ctypes.get_errno(), f"cannot drop capability {cap}")
+        # Nor does this process keep them: an exec would take them from the bounding set, a fork keeps its own.
+        header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+        data = (ctypes.c_uint32 * 6)()  # two of (effective, permitted, inheritable)
+        if libc.capget(header, data) != 0:
+            raise OSError(ctypes.get_errno(), "cannot read the capabilities")
+        kept = ~0b1110 & 0xFFFFFFFF  # bits 1-3: CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER
+        data[0] &= kept
+        data[1] &= kept
+        if libc.capset(header, data) != 0:
+            raise OSError(ctypes.get_errno(), "cannot drop the capabilities")
+
+
 def become(request: dict, fds: list[int]) -> None:
     """This forked child made into the process the caller asked for."""
+    if request.get("new_session"):
+        os.setsid()
     place(fds, request["fds"])
     os.chdir(request["cwd"])
     os.umask(request["umask"])
@@ -167,10 +201,7 @@ def become(request: dict, fds: list[int]) -> None:
         import time
 
         time.tzset()
-    if request.get("rlimit_as"):
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_AS, (request["rlimit_as"], request["rlimit_as"]))
+    limit(request.get("limits") or {})
     streams()
     sys.argv = ["-m", *request["args"]]
     sys.path[0] = request["cwd"]  # as `python -m` puts the directory it was started in first

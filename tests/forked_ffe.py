@@ -1,31 +1,50 @@
-"""`ffe` processes for the tests, forked by tests/ffe_fork_server.py (its docstring says why and how) with the
-interface of subprocess.Popen that the tests use: pid, returncode, poll, wait, send_signal, terminate, kill, and
-an awaitable wait for tests on an event loop.
+"""`ffe` processes for the tests, forked by tests/ffe_fork_server.py (its docstring says why and how), behind the
+calls the tests make: `run`, `Popen` and `create_subprocess_exec` take the arguments of subprocess.run,
+subprocess.Popen and asyncio.create_subprocess_exec and give what they give (a CompletedProcess; a process with
+pid, returncode, poll, wait, communicate, send_signal, terminate, kill, and pipes where asked for).
 
-A command is forked only when the environment it is given starts Python as the server's started: the variables
-Python and coverage read at start-up (PYTHON*, the locale's, the subprocess coverage collector's) the same. Any
-other, and a command run with interpreter flags, is started by exec as before. TESTS_EXEC_FFE=1 in the suite's
-environment starts every one by exec.
+A command is forked when it is `python -m ffe_cli ...` (conftest.ffe_cmd, no interpreter flags) and the environment
+it is given starts Python as the server's started: the variables Python and coverage read at start-up (PYTHON*,
+the locale's, the subprocess coverage collector's) the same. What a child does before it runs is given as Limits
+(a preexec_fn the server's child applies as data); any other preexec_fn, or a command the server cannot start as
+asked, is started by exec as before, as is every command when TESTS_EXEC_FFE=1 is in the suite's environment.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import io
 import json
 import os
+import selectors
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-SERVER = Path(__file__).with_name("ffe_fork_server.py")
+import ffe_fork_server
+
+SERVER = Path(ffe_fork_server.__file__)
 # What Python, its site module and the coverage collector read once, at start-up: a forked child keeps the server's.
 START_UP = ("PYTHON", "LC_", "LANG", "SUBPROCESS_COVERAGE_DIR", "COVERAGE_", "HOME", "VIRTUAL_ENV")
+cpu_used = 0.0  # CPU seconds of the forked processes ended so far (a profile of the suite's CPU can read it)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A child's limits (ffe_fork_server.limit says each): a preexec_fn for an exec, data for the server."""
+    fsize: int | None = None
+    address_space: int | None = None
+    no_permission_overrides: bool = False
+
+    def __call__(self) -> None:
+        ffe_fork_server.limit(asdict(self))
 
 
 def _start_up(env: dict[str, str]) -> dict[str, str]:
@@ -76,45 +95,71 @@ class _Server:
 _SERVER = _Server()
 
 
-def _fd(stream: Any, default: int) -> tuple[int, IO | None]:
-    """A descriptor for one of the child's standard streams, and the file opened for it here, if any."""
-    if stream is None:
-        return default, None
-    if stream == subprocess.DEVNULL:
-        f = open(os.devnull, "r+b")
-        return f.fileno(), f
-    if isinstance(stream, int):
-        return stream, None
-    return stream.fileno(), None
+def start(env: dict[str, str]) -> None:
+    """The server started now, for commands run with `env`'s start-up variables."""
+    _SERVER.address(env)
+
+
+def _address(cmd: Any, env: dict[str, str] | None, preexec_fn: Any, kwargs: dict[str, Any]) -> str | None:
+    """Where to fork `cmd` from; None when it is to be exec'd."""
+    if not isinstance(cmd, (list, tuple)) or list(cmd[:3]) != [sys.executable, "-m", "ffe_cli"]:
+        return None
+    if preexec_fn is not None and not isinstance(preexec_fn, Limits):
+        return None
+    if set(kwargs) - {"cwd", "text", "universal_newlines", "close_fds", "start_new_session"}:
+        return None  # input, encoding, user, process_group...: subprocess's own
+    return _SERVER.address(dict(os.environ) if env is None else env)
 
 
 class ForkedProcess:
-    """A running `ffe` forked by the server."""
+    """A running `ffe` forked by the server: subprocess.Popen's interface. stdin, stdout and stderr are pipes where
+    asked for (PIPE), binary unless `text`."""
 
-    def __init__(self, address: str, args: list[str], *, env: dict[str, str], cwd: str | os.PathLike,
+    def __init__(self, address: str, args: list[str], *, env: dict[str, str] | None, cwd: Any = None,
                  stdin: Any = None, stdout: Any = None, stderr: Any = None, pass_fds: tuple[int, ...] = (),
-                 rlimit_as: int | None = None) -> None:
+                 preexec_fn: Limits | None = None, text: bool = False, universal_newlines: bool = False,
+                 start_new_session: bool = False, close_fds: bool = True) -> None:
         self.args = args
         self.returncode: int | None = None
-        opened: list[IO] = []
-        fds = []
-        for stream, default in ((stdin, 0), (stdout, 1), (stderr, 2)):
-            fd, f = _fd(stream, default)
-            fds.append(fd)
-            if f is not None:
-                opened.append(f)
+        self.stdin: IO | None = None
+        self.stdout: IO | None = None
+        self.stderr: IO | None = None
+        text = text or universal_newlines
+        mine: list[int] = []  # descriptors opened here for the child: closed here once it has them
+        fds: list[int] = []
+        for n, stream in enumerate((stdin, stdout, stderr)):
+            if stream is None:
+                fds.append(n)
+            elif stream == subprocess.DEVNULL:
+                fds.append(os.open(os.devnull, os.O_RDWR))
+                mine.append(fds[-1])
+            elif stream == subprocess.STDOUT:
+                fds.append(fds[1])
+            elif stream == subprocess.PIPE:
+                r, w = os.pipe()
+                child, here = (r, w) if n == 0 else (w, r)
+                fds.append(child)
+                mine.append(child)
+                f: IO = open(here, "wb" if n == 0 else "rb")
+                if text:
+                    f = io.TextIOWrapper(f, write_through=n == 0)  # type: ignore[arg-type]
+                setattr(self, ("stdin", "stdout", "stderr")[n], f)
+            else:
+                fds.append(stream if isinstance(stream, int) else stream.fileno())
         umask = os.umask(0)
         os.umask(umask)
-        request = {"args": [str(a) for a in args[3:]], "env": env, "cwd": os.path.abspath(cwd), "umask": umask,
-                   "fds": [0, 1, 2, *pass_fds], "rlimit_as": rlimit_as}
+        request = {"args": [str(a) for a in args[3:]], "env": dict(os.environ) if env is None else env,
+                   "cwd": os.path.abspath(cwd if cwd is not None else os.getcwd()), "umask": umask,
+                   "fds": [0, 1, 2, *pass_fds], "new_session": start_new_session,
+                   "limits": asdict(preexec_fn) if preexec_fn is not None else None}
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.sock.connect(address)
             socket.send_fds(self.sock, [json.dumps(request).encode()], [*fds, *pass_fds])
             reply = self.sock.recv(4096)
         finally:
-            for f in opened:
-                f.close()
+            for fd in mine:
+                os.close(fd)
         if not reply:
             raise RuntimeError("the ffe fork server did not fork")
         self.pid: int = json.loads(reply)["pid"]
@@ -122,7 +167,10 @@ class ForkedProcess:
     def _ended(self, message: bytes) -> int:
         if not message:
             raise RuntimeError(f"the ffe fork server ended before pid {self.pid} did")
-        self.returncode = os.waitstatus_to_exitcode(json.loads(message)["status"])
+        ended = json.loads(message)
+        self.returncode = os.waitstatus_to_exitcode(ended["status"])
+        global cpu_used
+        cpu_used += ended["cpu"]
         self.sock.close()
         return self.returncode
 
@@ -141,10 +189,8 @@ class ForkedProcess:
             try:
                 message = self.sock.recv(4096)
             except TimeoutError:
-                raise subprocess.TimeoutExpired(self.args, timeout) from None
-            finally:
-                if self.returncode is None and self.sock.fileno() >= 0:
-                    self.sock.settimeout(None)
+                self.sock.settimeout(None)
+                raise subprocess.TimeoutExpired(self.args, timeout or 0) from None
             self._ended(message)
         assert self.returncode is not None
         return self.returncode
@@ -164,6 +210,41 @@ class ForkedProcess:
         assert self.returncode is not None
         return self.returncode
 
+    def communicate(self, input: Any = None, timeout: float | None = None) -> tuple[Any, Any]:
+        """What the process wrote to its stdout and stderr pipes (None for one that is no pipe), read to their
+        end; `input` written to its stdin pipe first, which is then closed."""
+        if self.stdin is not None:
+            if input:
+                self.stdin.write(input)
+            self.stdin.close()
+        got: dict[Any, list] = {}
+        with selectors.DefaultSelector() as sel:
+            for f in (self.stdout, self.stderr):
+                if f is not None:
+                    sel.register(f.fileno(), selectors.EVENT_READ, f)
+                    got[f] = []
+            while sel.get_map():
+                ready = sel.select(timeout)
+                if not ready:
+                    raise subprocess.TimeoutExpired(self.args, timeout or 0)
+                for key, _ in ready:
+                    chunk = os.read(key.fd, 1 << 16)
+                    if chunk:
+                        got[key.data].append(chunk)
+                    else:
+                        sel.unregister(key.fd)
+        self.wait(timeout)
+        out = [self._decoded(f, got[f]) if f is not None else None for f in (self.stdout, self.stderr)]
+        for f in (self.stdout, self.stderr):
+            if f is not None:
+                f.close()
+        return out[0], out[1]
+
+    @staticmethod
+    def _decoded(f: IO, chunks: list[bytes]) -> Any:
+        data = b"".join(chunks)
+        return _text(data) if isinstance(f, io.TextIOWrapper) else data
+
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:
             try:
@@ -177,46 +258,122 @@ class ForkedProcess:
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
+    def __enter__(self) -> ForkedProcess:
+        return self
 
-def start(env: dict[str, str]) -> None:
-    """The server started now, for commands run with `env`'s start-up variables."""
-    _SERVER.address(env)
+    def __exit__(self, *exc: Any) -> None:
+        for f in (self.stdin, self.stdout, self.stderr):
+            if f is not None:
+                f.close()
+        self.wait()
 
 
-def popen(cmd: list[str], *, env: dict[str, str], cwd: str | os.PathLike, stdin: Any = None, stdout: Any = None,
-          stderr: Any = None, pass_fds: tuple[int, ...] = (), rlimit_as: int | None = None,
-          ) -> ForkedProcess | None:
-    """`cmd` (`python -m ffe_cli ARGS`, as conftest.ffe_cmd makes it) forked; None when it must be exec'd."""
-    if cmd[1:3] != ["-m", "ffe_cli"]:
-        return None
-    address = _SERVER.address(env)
+def _text(data: bytes) -> str:
+    """What subprocess's text mode makes of a process's output: the locale's encoding, universal newlines."""
+    return io.TextIOWrapper(io.BytesIO(data), encoding=None, newline=None).read()
+
+
+def Popen(cmd: Any, *, env: dict[str, str] | None = None, stdin: Any = None, stdout: Any = None,  # noqa: N802
+          stderr: Any = None, pass_fds: tuple[int, ...] = (), preexec_fn: Any = None,
+          **kwargs: Any) -> ForkedProcess | subprocess.Popen:
+    """subprocess.Popen(cmd, ...), forked where it can be."""
+    address = _address(cmd, env, preexec_fn, kwargs)
     if address is None:
-        return None
-    return ForkedProcess(address, cmd, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
-                         pass_fds=pass_fds, rlimit_as=rlimit_as)
+        return subprocess.Popen(cmd, env=env, stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds,
+                                preexec_fn=preexec_fn, **kwargs)
+    return ForkedProcess(address, list(cmd), env=env, stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds,
+                         preexec_fn=preexec_fn, **kwargs)
 
 
-def run(cmd: list[str], *, env: dict[str, str], cwd: str | os.PathLike, timeout: float | None = None,
-        stdin: Any = subprocess.DEVNULL, pass_fds: tuple[int, ...] = (), rlimit_as: int | None = None,
-        ) -> subprocess.CompletedProcess | None:
-    """subprocess.run(cmd, capture_output=True, text=True, ...) for a forked `ffe`; None when it must be exec'd."""
+def run(cmd: Any, *, env: dict[str, str] | None = None, capture_output: bool = False, timeout: float | None = None,
+        check: bool = False, stdin: Any = None, stdout: Any = None, stderr: Any = None,
+        pass_fds: tuple[int, ...] = (), preexec_fn: Any = None, **kwargs: Any) -> subprocess.CompletedProcess:
+    """subprocess.run(cmd, ...), forked where it can be. Captured output goes to unnamed files, read at the end."""
+    address = _address(cmd, env, preexec_fn, kwargs)
+    if address is None:
+        return subprocess.run(cmd, env=env, capture_output=capture_output, timeout=timeout, check=check, stdin=stdin,
+                              stdout=stdout, stderr=stderr, pass_fds=pass_fds, preexec_fn=preexec_fn, **kwargs)
+    text = bool(kwargs.get("text") or kwargs.get("universal_newlines"))
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = popen(cmd, env=env, cwd=cwd, stdin=stdin, stdout=out, stderr=err, pass_fds=pass_fds,
-                     rlimit_as=rlimit_as)
-        if proc is None:
-            return None
+        streams = {"stdout": stdout, "stderr": stderr}
+        for name, f in (("stdout", out), ("stderr", err)):
+            if capture_output or streams[name] == subprocess.PIPE:
+                streams[name] = f
+        proc = ForkedProcess(address, list(cmd), env=env, stdin=stdin, pass_fds=pass_fds, preexec_fn=preexec_fn,
+                             **streams, **kwargs)
+
+        def said(f: IO[bytes], stream: Any) -> Any:
+            if stream is not f:
+                return None
+            f.seek(0)
+            return _text(f.read()) if text else f.read()
+
         try:
             code = proc.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            raise subprocess.TimeoutExpired(cmd, timeout or 0, _text(out), _text(err)) from None
-        return subprocess.CompletedProcess(cmd, code, _text(out), _text(err))
+            raise subprocess.TimeoutExpired(cmd, timeout or 0, said(out, streams["stdout"]),
+                                            said(err, streams["stderr"])) from None
+        done = subprocess.CompletedProcess(cmd, code, said(out, streams["stdout"]), said(err, streams["stderr"]))
+    if check:
+        done.check_returncode()
+    return done
 
 
-def _text(f: IO[bytes]) -> str:
-    """What subprocess's text mode makes of a process's output: the locale's encoding, universal newlines."""
-    import io
+class AsyncForked:
+    """asyncio.subprocess.Process's interface for a forked `ffe`: its pipes are asyncio streams."""
 
-    f.seek(0)
-    return io.TextIOWrapper(io.BytesIO(f.read()), encoding=None, newline=None).read()
+    def __init__(self, proc: ForkedProcess) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.stdin = self.stdout = self.stderr = None
+
+    @classmethod
+    async def start(cls, proc: ForkedProcess) -> AsyncForked:
+        self = cls(proc)
+        loop = asyncio.get_running_loop()
+        for name in ("stdout", "stderr"):
+            f = getattr(proc, name)
+            if f is not None:
+                reader = asyncio.StreamReader(loop=loop)
+                await loop.connect_read_pipe(lambda r=reader: asyncio.StreamReaderProtocol(r), f)
+                setattr(self, name, reader)
+        return self
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    async def wait(self) -> int:
+        return await self.proc.wait_async()
+
+    async def communicate(self, input: bytes | None = None) -> tuple[bytes | None, bytes | None]:
+        async def read(stream: asyncio.StreamReader | None) -> bytes | None:
+            return await stream.read() if stream is not None else None
+
+        out, err = await asyncio.gather(read(self.stdout), read(self.stderr))
+        await self.wait()
+        return out, err
+
+    def send_signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def terminate(self) -> None:
+        self.proc.terminate()
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+
+async def create_subprocess_exec(*cmd: Any, env: dict[str, str] | None = None, stdin: Any = None,
+                                 stdout: Any = None, stderr: Any = None, pass_fds: tuple[int, ...] = (),
+                                 preexec_fn: Any = None, **kwargs: Any) -> Any:
+    """asyncio.create_subprocess_exec(*cmd, ...), forked where it can be."""
+    address = _address(list(cmd), env, preexec_fn, kwargs)
+    if address is None or stdin == subprocess.PIPE or kwargs.get("text") or kwargs.get("universal_newlines"):
+        return await asyncio.create_subprocess_exec(*cmd, env=env, stdin=stdin, stdout=stdout, stderr=stderr,
+                                                    pass_fds=pass_fds, preexec_fn=preexec_fn, **kwargs)
+    proc = ForkedProcess(address, list(cmd), env=env, stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds,
+                         preexec_fn=preexec_fn, **kwargs)
+    return await AsyncForked.start(proc)

@@ -16,7 +16,6 @@ import contextlib
 import json
 import signal
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -160,17 +159,15 @@ class AsyncFfe:
         self.cwd = cwd
         self.stdout_path = cwd / f"{name}.stdout"
         self.stderr_path = cwd / f"{name}.stderr"
-        self.proc: asyncio.subprocess.Process | forked_ffe.ForkedProcess | None = None
+        self.proc: asyncio.subprocess.Process | forked_ffe.AsyncForked | None = None
 
     @classmethod
     async def start(cls, cwd: Path, *args: str, env: dict[str, str], name: str = "ffe") -> "AsyncFfe":
         p = cls(cwd, name)
         config_for_run(cwd, args)
         with open(p.stdout_path, "wb") as out, open(p.stderr_path, "wb") as err:
-            p.proc = (forked_ffe.popen(ffe_cmd(*args), cwd=cwd, env=env, stdout=out, stderr=err,
-                                       stdin=subprocess.DEVNULL)
-                      or await asyncio.create_subprocess_exec(*ffe_cmd(*args), cwd=cwd, env=env, stdout=out,
-                                                              stderr=err, stdin=asyncio.subprocess.DEVNULL))
+            p.proc = await forked_ffe.create_subprocess_exec(*ffe_cmd(*args), cwd=cwd, env=env, stdout=out,
+                                                             stderr=err, stdin=asyncio.subprocess.DEVNULL)
         return p
 
     @property
@@ -182,25 +179,18 @@ class AsyncFfe:
         return self.stderr_path.read_text(errors="replace")
 
     def alive(self) -> bool:
-        if isinstance(self.proc, forked_ffe.ForkedProcess):
-            return self.proc.poll() is None
         return self.proc is not None and self.proc.returncode is None
 
-    async def _ended(self) -> int:
-        assert self.proc is not None
-        if isinstance(self.proc, forked_ffe.ForkedProcess):
-            return await self.proc.wait_async()
-        return await self.proc.wait()
-
     async def wait(self, timeout: float = 60.0) -> int:
-        return await asyncio.wait_for(self._ended(), timeout)
+        assert self.proc is not None
+        return await asyncio.wait_for(self.proc.wait(), timeout)
 
     async def kill(self) -> None:
         """SIGKILL: no handler runs, nothing is flushed or closed."""
         if self.alive():
             assert self.proc is not None
             self.proc.send_signal(signal.SIGKILL)
-            await self._ended()
+            await self.proc.wait()
 
     async def stop(self, timeout: float = 30.0) -> int:
         assert self.proc is not None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import forked_ffe
 from conftest import BTC_CSV, db_rows, ffe_cmd, ffe_env, run_ffe, sample_head
 from ffe_engine import records
 
@@ -22,7 +23,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     """A full and a trades backtest run with adaptive off, each a whole process of its own: the data folder of each."""
     cwd = tmp_path_factory.mktemp("adaptive_off")
     (cwd / "BTC-USD_1h.csv").write_text("".join(sample_head(BTC_CSV, 6000)))
-    started = {level: subprocess.Popen(
+    started = {level: forked_ffe.Popen(
         ffe_cmd("backtest", "BTC-USD_1h.csv", "--records", level, "--data-dir", f"data-{level}", "--log-dir",
                 f"logs-{level}"), cwd=cwd, env=ffe_env(**OFF), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True) for level in ("full", "trades")}

@@ -14,6 +14,7 @@ from typing import Any, AsyncIterator
 import aiohttp
 import pytest
 
+import forked_ffe
 from conftest import config_for_run, db_rows, db_value, engine_session, ffe_cmd, ffe_env, make_settings
 from ffe_engine import fmt
 from ffe_engine.alerts import Alert
@@ -196,8 +197,8 @@ async def test_an_alert_on_the_wire_when_the_outbox_is_trimmed_is_not_counted_dr
 
 async def _ffe(*args: str, env: dict[str, str], cwd) -> asyncio.subprocess.Process:
     config_for_run(cwd, args)
-    return await asyncio.create_subprocess_exec(*ffe_cmd(*args), env=env, cwd=cwd,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    return await forked_ffe.create_subprocess_exec(*ffe_cmd(*args), env=env, cwd=cwd,
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 
 
 def ffe_ok(cwd, *args: str, env: dict[str, str]):

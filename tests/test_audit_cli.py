@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+import forked_ffe
 from conftest import db_rows, ffe_in_process, starter_config, wait_until
 from test_audit_trail_complete import an_uncommitted_fill, append_uncommitted
 
@@ -33,7 +34,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def ffe(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ffe_cli", *args], cwd=cwd, env=clean_env(**env),
+    return forked_ffe.run([sys.executable, "-m", "ffe_cli", *args], cwd=cwd, env=clean_env(**env),
                           capture_output=True, text=True, timeout=WAIT_S)
 
 
@@ -42,7 +43,7 @@ def run_engine(root: Path, bars: int = 300, **extra: str) -> subprocess.Complete
     env = clean_env(FFE_MARKET__SPEED="0", FFE_ENSEMBLE__WARMUP_TRADES="1")
     env.update({k: v for k, v in extra.items() if k.startswith("FFE_AUDIT__")})
     starter_config(root)
-    proc = subprocess.run([sys.executable, "-m", "ffe_cli", "run", "--headless", "--max-bars", str(bars),
+    proc = forked_ffe.run([sys.executable, "-m", "ffe_cli", "run", "--headless", "--max-bars", str(bars),
                            "--data-dir", "data", "--log-dir", "logs"], cwd=root, env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -69,7 +70,7 @@ class Follower:
     """`ffe audit tail -f` as a child process, its stdout read line by line on a thread."""
 
     def __init__(self, cwd: Path, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "ffe_cli", "audit", "tail", "-f", *args],
+        self.proc = forked_ffe.Popen([sys.executable, "-m", "ffe_cli", "audit", "tail", "-f", *args],
                                      cwd=cwd, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
         self.lines: queue.Queue[str] = queue.Queue()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import forked_ffe
 from conftest import BTC_CSV, db_rows, ffe_cmd, ffe_env
 
 BARS = 3000
@@ -39,7 +40,7 @@ def shifted_file(directory: Path, days: int) -> Path:
 
 
 def start(cwd: Path, csv: Path, level: str) -> subprocess.Popen:
-    return subprocess.Popen(ffe_cmd("backtest", f"BTC/USD={csv}", "--records", level, "--report", "report.json"),
+    return forked_ffe.Popen(ffe_cmd("backtest", f"BTC/USD={csv}", "--records", level, "--report", "report.json"),
                             cwd=cwd, env=ffe_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 

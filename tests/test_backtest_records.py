@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import forked_ffe
 from conftest import BTC_CSV, ETH_CSV, db_rows, ffe_cmd, ffe_env, run_ffe
 from ffe_engine import records
 from ffe_engine.fmt import iso_ms
@@ -24,7 +25,7 @@ def runs(tmp_path_factory) -> dict[str, dict]:
     started = {}
     for level in LEVELS:  # the three at once, each a whole process of its own
         cwd = tmp_path_factory.mktemp(level)
-        started[level] = cwd, subprocess.Popen(
+        started[level] = cwd, forked_ffe.Popen(
             ffe_cmd("backtest", str(BTC_CSV), str(ETH_CSV), "--records", level, "--report", "report.json"), cwd=cwd,
             env=ffe_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out = {}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import forked_ffe
 from conftest import (BTC_CSV, ETH_CSV, config_for_run, ffe_cmd, ffe_env, ffe_in_process, run_ffe, sample_head,
                       without_permission_overrides)
 from ffe_engine import fmt
@@ -260,7 +261,7 @@ def test_a_run_s_records_are_private_whatever_the_umask_and_leave_no_journal(tmp
     (tmp_path / "ETH-USD_1h.csv").write_text("".join(sample_head(ETH_CSV, 300)))
     args = ("backtest", "ETH-USD_1h.csv", "--records", level)
     config_for_run(tmp_path, args)
-    proc = subprocess.run(ffe_cmd(*args), cwd=tmp_path, env=ffe_env(), capture_output=True, text=True, timeout=90,
+    proc = forked_ffe.run(ffe_cmd(*args), cwd=tmp_path, env=ffe_env(), capture_output=True, text=True, timeout=90,
                           stdin=subprocess.DEVNULL, umask=0o022)
     assert proc.returncode == 0, proc.stderr
     run_id = run_ids(tmp_path)[0]
@@ -476,7 +477,7 @@ def test_a_run_being_written_is_never_removed_by_the_clean_of_any_data_directory
     and of a copy of its own (a backup taken now, whose copied database nobody holds): its trail stays, the run
     ends well and its trail verifies."""
     args = ("backtest", str(BTC_CSV), str(ETH_CSV), "--data-dir", "A", "--log-dir", "L")
-    proc = subprocess.Popen(ffe_cmd(*args), cwd=tmp_path, env=ffe_env(FFE_BACKTEST__CACHE_MB="0"),
+    proc = forked_ffe.Popen(ffe_cmd(*args), cwd=tmp_path, env=ffe_env(FFE_BACKTEST__CACHE_MB="0"),
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         run = wait_for_writing(tmp_path / "A", proc)
@@ -618,7 +619,7 @@ def run_as_a_user(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """`ffe ARGS` bound by the permissions of files as any user is. As root, it starts without the capabilities
     that pass them (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH and CAP_FOWNER, dropped from its bounding set before it
     starts): a directory made read-only refuses it for real, as it would anyone."""
-    return subprocess.run(ffe_cmd(*args), cwd=cwd, env=ffe_env(), capture_output=True, text=True, timeout=90,
+    return forked_ffe.run(ffe_cmd(*args), cwd=cwd, env=ffe_env(), capture_output=True, text=True, timeout=90,
                           stdin=subprocess.DEVNULL, preexec_fn=without_permission_overrides)
 
 

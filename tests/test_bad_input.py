@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import forked_ffe
 from conftest import (BTC_CSV, ETH_CSV, audit_lines, sample_head, db_rows, db_value, ffe_env, ffe_in_process,
                       run_bounded, run_ffe, wait_until)
 from ffe_engine import logs
@@ -855,7 +856,7 @@ def test_standard_output_on_a_full_disk_is_one_line_not_a_traceback(tmp_path, co
     if command == ("doctor",):  # records to look at
         assert run_ffe(tmp_path, "run", "--headless", "--max-bars", "3").returncode == 0
     with open("/dev/full", "w") as full:
-        proc = subprocess.run(ffe_cmd(*command), cwd=tmp_path, env=ffe_env(), stdin=subprocess.DEVNULL, stdout=full,
+        proc = forked_ffe.run(ffe_cmd(*command), cwd=tmp_path, env=ffe_env(), stdin=subprocess.DEVNULL, stdout=full,
                               stderr=subprocess.PIPE, text=True)
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.splitlines() == ["ffe: error: standard output cannot be written: No space left on device"], \

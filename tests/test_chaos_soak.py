@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import os
 import random
-import resource
 import signal
 import subprocess
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+import forked_ffe
 from conftest import db_value, ffe_cmd, ffe_env, kill_rounds, run_ffe, starter_config
 from ffe_engine.config import load_settings
 from ffe_engine.control import request
@@ -54,16 +54,11 @@ class Soak:
         self.counts["starts"] += 1
         self.stderr = self.cwd / f"engine{self.counts['starts']}.stderr"
 
-        def limit() -> None:
-            if fsize is not None:
-                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-                resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-
         starter_config(self.cwd)
         with open(self.stderr, "wb") as err:
-            self.proc = subprocess.Popen(ffe_cmd("run", "--headless"), cwd=self.cwd, env=self.env,
+            self.proc = forked_ffe.Popen(ffe_cmd("run", "--headless"), cwd=self.cwd, env=self.env,
                                          stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
-                                         preexec_fn=limit)
+                                         preexec_fn=forked_ffe.Limits(fsize=fsize))
         deadline = time.monotonic() + 60
         while "engine started" not in self.stderr.read_text(errors="replace"):
             if self.proc.poll() is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import forked_ffe
 from ffe_engine.config import ConfigError, Settings, load_settings, render_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -449,7 +450,7 @@ def ffe_env() -> dict[str, str]:
 
 
 def run_ffe(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    return forked_ffe.run(
         [sys.executable, "-m", "ffe_cli", *args],
         cwd=tmp_path,
         env=ffe_env(),

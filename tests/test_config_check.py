@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 
+import forked_ffe
 from conftest import ffe_cmd, ffe_env, ffe_in_process, run_ffe
 
 
@@ -176,7 +177,7 @@ def test_config_check_accepts_valid_key_bindings(tmp_path):
 def test_config_check_into_a_pipe_whose_reader_is_gone_ends_quietly(tmp_path):
     write_config(tmp_path, "{}")
     r, w = os.pipe()
-    proc = subprocess.Popen(ffe_cmd("config", "check"), cwd=tmp_path, env=ffe_env(), stdout=w,
+    proc = forked_ffe.Popen(ffe_cmd("config", "check"), cwd=tmp_path, env=ffe_env(), stdout=w,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     os.close(w)
     os.close(r)  # the reader went away before ffe wrote a byte

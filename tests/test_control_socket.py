@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+import forked_ffe
 from conftest import db_rows, db_value, ffe_cmd, ffe_env, ffe_in_process, run_ffe, wait_until
 
 from ffe_engine.config import Settings
@@ -261,7 +262,7 @@ def test_a_halt_asked_of_a_frozen_engine_comes_before_anything_it_does_on_waking
         if how == "SIGUSR1":
             engine.send(signal.SIGUSR1)
         else:
-            asked = subprocess.Popen(ffe_cmd("ctl", "halt", "--data-dir", "data", "--timeout", "30"), cwd=tmp_path,
+            asked = forked_ffe.Popen(ffe_cmd("ctl", "halt", "--data-dir", "data", "--timeout", "30"), cwd=tmp_path,
                                      env=ffe_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)  # its request in the socket
     finally:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+import forked_ffe
 from conftest import (BTC_CSV, ETH_CSV, assert_strictly_increasing, audit_lines, db_rows, db_value, engine_session,
                       ffe_cmd, ffe_env, ffe_in_process, make_settings, run_ffe, sample_head, starter_config, wait_until,
                       without_permission_overrides)
@@ -469,7 +470,7 @@ def test_a_database_another_process_keeps_locked_stops_the_engine_halted_with_on
     # that says what holds it up, not a traceback; once the lock is gone the next start comes up HALTED.
     starter_config(tmp_path)
     db = tmp_path / "data" / "ffe.db"
-    proc = subprocess.Popen(ffe_cmd("run", "--headless"), cwd=tmp_path, env=ffe_env(), stdin=subprocess.DEVNULL,
+    proc = forked_ffe.Popen(ffe_cmd("run", "--headless"), cwd=tmp_path, env=ffe_env(), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -647,12 +648,9 @@ def run_bounded(cwd: Path, *args: str, timeout: float = 60) -> subprocess.Comple
     """`ffe ARGS` with its memory bounded (3 GB of address space): a start that reads a device without end fails
     there instead of taking the machine's memory."""
 
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
-
     starter_config(cwd)
-    return subprocess.run(ffe_cmd(*args), cwd=cwd, env=ffe_env(), capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, preexec_fn=limit)
+    return forked_ffe.run(ffe_cmd(*args), cwd=cwd, env=ffe_env(), capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, preexec_fn=forked_ffe.Limits(address_space=3 << 30))
 
 
 @pytest.mark.parametrize("device", ["/dev/null", "/dev/zero"])
@@ -820,7 +818,7 @@ def test_a_data_directory_made_read_only_under_a_running_engine_still_lets_it_st
     stop record written, exit 0), not a traceback in its place."""
     starter_config(tmp_path)
     data = tmp_path / "data"
-    proc = subprocess.Popen(ffe_cmd("run", "--headless"), cwd=tmp_path, env=ffe_env(FFE_MARKET__SPEED="20"),
+    proc = forked_ffe.Popen(ffe_cmd("run", "--headless"), cwd=tmp_path, env=ffe_env(FFE_MARKET__SPEED="20"),
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=without_permission_overrides)
     try:
@@ -853,7 +851,7 @@ def test_a_read_only_database_file_stops_the_start_saying_the_next_one_comes_up_
     db = cwd / "data" / "ffe.db"
     db.chmod(0o400)
     try:
-        proc = subprocess.run(ffe_cmd("run", "--headless", "--max-bars", "5"), cwd=cwd, env=ffe_env(),
+        proc = forked_ffe.run(ffe_cmd("run", "--headless", "--max-bars", "5"), cwd=cwd, env=ffe_env(),
                               capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
                               preexec_fn=without_permission_overrides)
     finally:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import forked_ffe
 from conftest import REPO, ffe_cmd, ffe_env, run_ffe
 from ffe_engine.config import Settings, load_settings
 from ffe_engine.scaffold import template_text
@@ -140,7 +141,7 @@ def test_ffe_init_into_a_directory_it_cannot_write_says_so_in_one_line(tmp_path,
 
 def test_ffe_run_without_a_config_file_says_where_it_looked_and_starts_nothing(tmp_path):
     # Not through run_ffe: that gives `ffe run` the starter config, as `ffe init` would.
-    proc = subprocess.run(ffe_cmd("run", "--headless", "--max-bars", "1"), cwd=tmp_path, env=ffe_env(),
+    proc = forked_ffe.run(ffe_cmd("run", "--headless", "--max-bars", "1"), cwd=tmp_path, env=ffe_env(),
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert proc.returncode == 2
     line = one_error_line(proc.stderr)

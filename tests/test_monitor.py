@@ -18,8 +18,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+
 from prometheus_client.parser import text_string_to_metric_families
 
+import forked_ffe
 from conftest import db_rows, db_value, engine_session, ffe_cmd, ffe_env, make_settings, run_ffe, starter_config
 from ffe_engine.risk import GATE_ORDER
 from ffe_engine.venues.base import VenueUnavailable
@@ -191,7 +193,7 @@ async def test_a_stalled_loop_is_down_the_watchdog_and_heartbeat_stop_and_ctl_he
             assert verdict["status"] == "down"
             assert any("main loop stalled" in p for p in verdict["problems"]), verdict
             # The process is alive (this very test answered), and the command line says "down".
-            proc = await asyncio.create_subprocess_exec(
+            proc = await forked_ffe.create_subprocess_exec(
                 *ffe_cmd("ctl", "health", "--data-dir", str(settings.data_dir)), env=ffe_env(),
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
             out, err = await proc.communicate()
@@ -384,7 +386,7 @@ async def test_with_a_token_every_request_needs_it_and_the_token_is_never_logged
 
 async def ctl_health(settings) -> tuple[int, str]:
     """`ffe ctl health` as a subprocess, while this event loop (and the engine in it) keeps running."""
-    proc = await asyncio.create_subprocess_exec(
+    proc = await forked_ffe.create_subprocess_exec(
         *ffe_cmd("ctl", "health", "--data-dir", str(settings.data_dir)), env=ffe_env(),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import forked_ffe
 from conftest import ffe_in_process, starter_config
 from ffe_engine import fmt
 from pipeline_helpers import BUY, make_settings, pipelines
@@ -39,7 +40,7 @@ def ffe(cwd: Path, *args: str, real: bool = True) -> subprocess.CompletedProcess
     has already proven end to end."""
     if not real:
         return ffe_in_process(cwd, *args, env=clean_env())
-    return subprocess.run([sys.executable, "-m", "ffe_cli", *args], cwd=cwd, env=clean_env(),
+    return forked_ffe.run([sys.executable, "-m", "ffe_cli", *args], cwd=cwd, env=clean_env(),
                           capture_output=True, text=True, timeout=WAIT_S)
 
 
@@ -51,7 +52,7 @@ def ffe_json(cwd: Path, *args: str, real: bool = True):
 
 def run_engine(root: Path, **env: str) -> Path:
     starter_config(root)
-    proc = subprocess.run([sys.executable, "-m", "ffe_cli", "run", "--headless", "--max-bars", "300",
+    proc = forked_ffe.run([sys.executable, "-m", "ffe_cli", "run", "--headless", "--max-bars", "300",
                            "--data-dir", "data", "--log-dir", "logs"], cwd=root,
                           env=clean_env(FFE_MARKET__SPEED="0", **env), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -223,7 +224,7 @@ def test_damage_inside_the_database_s_pages_is_one_line_exit_1_for_every_read_co
 def test_show_follows_a_manual_approval_to_its_end(tmp_path):
     """Manual approval on a running engine: one proposal approved, one rejected, through `ffe ctl`."""
     starter_config(tmp_path)
-    engine = subprocess.Popen([sys.executable, "-m", "ffe_cli", "run", "--headless", "--max-bars", "2000",
+    engine = forked_ffe.Popen([sys.executable, "-m", "ffe_cli", "run", "--headless", "--max-bars", "2000",
                                "--data-dir", "data", "--log-dir", "logs"], cwd=tmp_path,
                               env=clean_env(FFE_MARKET__SPEED="20", FFE_ENGINE__APPROVAL="manual"),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -10,8 +10,10 @@ import subprocess
 import sys
 
 import pytest
+
 from textual import events
 
+import forked_ffe
 from conftest import audit_lines, db_value, engine_session, ffe_cmd, ffe_env, make_settings
 from ffe_engine import logs
 from ffe_engine.clock import ManualClock
@@ -396,7 +398,7 @@ async def test_ffe_ctl_talks_to_the_console(tmp_path):
     app = console(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
         await running(pilot)
-        proc = await asyncio.create_subprocess_exec(*ffe_cmd("ctl", "pause"), cwd=tmp_path, env=ffe_env(),
+        proc = await forked_ffe.create_subprocess_exec(*ffe_cmd("ctl", "pause"), cwd=tmp_path, env=ffe_env(),
                                                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 0 and out.decode().splitlines()[0] == "PAUSED", (out, err)

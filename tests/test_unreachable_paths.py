@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import forked_ffe
 from conftest import BTC_CSV, ffe_cmd, ffe_env, run_ffe, sample_head, starter_config, without_permission_overrides
 
 LONG = "x" * 300  # longer than a file name can be (255 bytes on Linux file systems)
@@ -22,7 +23,7 @@ LONG = "x" * 300  # longer than a file name can be (255 bytes on Linux file syst
 
 def run_closed(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """`ffe ARGS` in cwd, refused by file modes as any user is."""
-    return subprocess.run(ffe_cmd(*args), cwd=cwd, env=ffe_env(), capture_output=True, text=True, timeout=90,
+    return forked_ffe.run(ffe_cmd(*args), cwd=cwd, env=ffe_env(), capture_output=True, text=True, timeout=90,
                           stdin=subprocess.DEVNULL, preexec_fn=without_permission_overrides)
 
 
