@@ -41,10 +41,11 @@ run: $(STAMP)
 # a module at a time, the longest modules first (tests/conftest.py): six rather than one per core, because the workers
 # mostly wait, on the subprocesses, sockets, disks and exchange windows the tests use (on 2 cores, quiet, Python 3.12,
 # the same tree: the tests 180 s on six workers, 207 on four; `make test WORKERS=N` changes it). mypy runs
-# beside them and its verdict is printed after theirs. The tests start a few hundred Python processes: ffe's modules are
-# compiled once first, so each reads them compiled, even where PYTHONDONTWRITEBYTECODE keeps Python from caching; the
-# test modules are collected once first for the same reason, which leaves pytest's rewritten modules cached for the
-# workers (each would spend ~3 s of CPU on them).
+# beside them and its verdict is printed after theirs. The tests start some two thousand `ffe` processes, most of them
+# forked from a server per worker that has imported ffe once (tests/ffe_fork_server.py), the rest by exec (Python's
+# start-up flags, a terminal of their own): ffe's modules are compiled once first, so each reads them compiled, even
+# where PYTHONDONTWRITEBYTECODE keeps Python from caching; the test modules are collected once first for the same
+# reason, which leaves pytest's rewritten modules cached for the workers (each would spend ~3 s of CPU on them).
 test: $(STAMP)
 	$(BIN)/coverage erase
 	rm -rf $(SUBCOV) && mkdir $(SUBCOV)

@@ -12,9 +12,9 @@ the caller its wait status.
 Usage: python tests/ffe_fork_server.py SOCKET (tests/forked_ffe.py starts it, one per test worker, and is its only
 client). The protocol, over a SOCK_SEQPACKET unix socket, one connection per process: the caller sends one message,
 JSON {"args", "env", "cwd", "umask", "fds", "new_session", "limits"} with the descriptors named by "fds" attached;
-the server answers {"pid": N} once the child is forked, and {"status": S, "cpu": C} (the wait status, and the CPU seconds it used) once it has ended.
-The server ends when its stdin, a pipe from the test worker, does (the worker has ended); children still running
-are left to run, as subprocesses of an ended worker would be.
+the server answers {"pid": N} once the child is forked, and {"status": S, "cpu": C} (its wait status, and the CPU
+seconds it used) once it has ended. The server ends when its stdin, a pipe from the test worker, does (the worker
+has ended); children still running are left to run, as subprocesses of an ended worker would be.
 """
 
 from __future__ import annotations

@@ -10,8 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import forked_ffe
 from conftest import ffe_cmd, ffe_env, starter_config, wait_until
+
+
+@pytest.fixture(autouse=True)
+def forking(monkeypatch):
+    """The fork server's processes, also in a suite run with every other process exec'd (TESTS_EXEC_FFE=1)."""
+    monkeypatch.delenv("TESTS_EXEC_FFE", raising=False)
 
 
 def both_ways(cwd: Path, *args: str, **kwargs) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
