@@ -121,6 +121,9 @@ class ForkedProcess:
                  start_new_session: bool = False, close_fds: bool = True) -> None:
         self.args = args
         self.returncode: int | None = None
+        where = os.path.abspath(cwd if cwd is not None else os.getcwd())
+        if not os.path.isdir(where):  # refused here, as subprocess refuses it, not by a child that fails
+            raise FileNotFoundError(2, "No such file or directory", str(cwd))
         self.stdin: IO | None = None
         self.stdout: IO | None = None
         self.stderr: IO | None = None
@@ -149,7 +152,7 @@ class ForkedProcess:
         umask = os.umask(0)
         os.umask(umask)
         request = {"args": [str(a) for a in args[3:]], "env": dict(os.environ) if env is None else env,
-                   "cwd": os.path.abspath(cwd if cwd is not None else os.getcwd()), "umask": umask,
+                   "cwd": where, "umask": umask,
                    "fds": [0, 1, 2, *pass_fds], "new_session": start_new_session,
                    "limits": asdict(preexec_fn) if preexec_fn is not None else None}
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)

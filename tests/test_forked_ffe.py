@@ -77,6 +77,8 @@ def test_a_forked_command_has_the_caller_s_environment_umask_pipes_and_limits(tm
         os.umask(before)
     assert made.returncode == 0, made.stderr
     assert (tmp_path / "site" / "config.toml").stat().st_mode & 0o077 == 0
+    with pytest.raises(FileNotFoundError):  # as subprocess says it, in the caller
+        forked_ffe.run(ffe_cmd("config", "check"), cwd=tmp_path / "nowhere", env=ffe_env(), capture_output=True)
     read, write = os.pipe()
     try:
         piped = forked_ffe.Popen(ffe_cmd("config", "check"), cwd=tmp_path, env=ffe_env(), stdout=write,
