@@ -20,6 +20,7 @@ earlier events): the engine never waits for a reader.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -165,6 +166,34 @@ def _take_lock(path: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def _take_lock_serving(path: Path) -> int | None:
+    """`<socket>.lock` made again where it was removed, held and saying SERVING from the moment it exists at its path:
+    made under a name of its own, then linked there. A client that finds the socket gone reads it, and would take
+    an empty one for an engine still starting, refused at once instead of waiting for the socket. Where another
+    lock file was made there meanwhile, or the file system makes no links, one is taken as _take_lock takes it (None
+    when another engine holds it)."""
+    lock = socket_lock_path(path)
+    made = lock.with_name(f"{lock.name}.{os.getpid()}")
+    fd = os.open(made, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a file of its own: nobody else holds it
+        _mark_serving(fd)
+        os.link(made, lock)
+        return fd
+    except OSError:  # one made there meanwhile (FileExistsError), or a file system without hard links
+        os.close(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(made)
+    taken = _take_lock(path)
+    if taken is not None:
+        _mark_serving(taken)
+    return taken
 
 
 def _answers(path: Path) -> bool:
@@ -344,13 +373,12 @@ class ControlServer:
         except FileNotFoundError:
             pass
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = _take_lock(self.path)
+        fd = _take_lock_serving(self.path)
         if fd is None:
             return False
         if self._lock_fd is not None:
             os.close(self._lock_fd)
         self._lock_fd = fd
-        _mark_serving(fd)
         return True
 
     def _say_path(self, said: str) -> None:

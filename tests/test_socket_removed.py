@@ -6,6 +6,7 @@ Real parts: a headless `ffe run` on the simulated market, `ffe ctl` processes, t
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import signal
 
@@ -97,3 +98,38 @@ def test_health_of_an_engine_stopped_with_sigstop_names_it_and_how_to_halt_it(tm
         health.stdout
     engine.send(signal.SIGTERM)
     assert engine.wait(60) == 0, engine.stderr[-3000:]
+
+
+async def test_a_lock_file_made_again_says_its_engine_served_from_the_moment_it_exists(tmp_path, monkeypatch):
+    """A client that finds no socket reads the lock file beside it: one saying its engine served means the socket is
+    being made again (the kill switch waits for it), an empty one an engine still starting (said at once). The lock
+    file made again after a cleaner removed it with the socket was empty for a moment after it appeared: a kill
+    switch that read it then, on a loaded machine, was refused as one sent to an engine still starting."""
+    import fcntl
+
+    from conftest import engine_session, make_settings
+    from ffe_engine import control
+
+    settings = make_settings(tmp_path)
+    sock, lock = settings.socket_path, control.socket_lock_path(settings.socket_path)
+    seen: list[bytes] = []  # what the lock file at its path held each time a lock was taken
+    real_flock = fcntl.flock
+
+    def flock(fd: int, operation: int) -> None:
+        if lock.exists():
+            seen.append(lock.read_bytes())
+        real_flock(fd, operation)
+
+    async with engine_session(settings) as running:
+        await running.start_control()
+        assert sock.exists() and lock.read_bytes() == control.SERVING
+        monkeypatch.setattr(fcntl, "flock", flock)
+        sock.unlink()
+        lock.unlink()
+        deadline = asyncio.get_running_loop().time() + 30
+        while not sock.exists():
+            assert asyncio.get_running_loop().time() < deadline, "the socket was not made again"
+            await asyncio.sleep(0.05)
+        monkeypatch.undo()
+        assert lock.read_bytes() == control.SERVING
+        assert b"" not in seen, seen
