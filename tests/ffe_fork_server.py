@@ -3,17 +3,17 @@
 An `ffe` process spends most of its CPU importing: about 0.2 s of Python's and ffe's modules before its first line,
 and the suite starts some two thousand of them. This server imports those modules once, then forks a child for
 each command it is asked to run. The child is a process of its own, as a `python -m ffe_cli` would be: it gets the
-caller's arguments, environment, directory, umask and open files (its stdin, stdout and stderr, and the descriptors
-passed on), builds its standard streams on them as Python's start-up does, and runs `ffe_cli` as `__main__`. Its
+caller's arguments, environment, directory, umask, resource limits and open files (its stdin, stdout and stderr,
+and the descriptors passed on), builds its standard streams on them as Python's start-up does, and runs `ffe_cli` as
+`__main__`. Its
 exit is the interpreter's own (atexit handlers, non-daemon threads joined, the exit code of its SystemExit, death by
 an uncaught ^C). Signals sent to its pid reach it; it is nobody's child but this server's, which reaps it and tells
 the caller its wait status.
 
 Usage: python tests/ffe_fork_server.py SOCKET (tests/forked_ffe.py starts it, one per test worker, and is its only
 client). The protocol, over a SOCK_SEQPACKET unix socket, one connection per process: the caller sends one message,
-JSON {"args", "env", "cwd", "umask", "fds", "new_session", "limits"} with the descriptors named by "fds" attached;
-the server answers {"pid": N} once the child is forked, and {"status": S, "cpu": C} (its wait status, and the CPU
-seconds it used) once it has ended. The server ends when its stdin, a pipe from the test worker, does (the worker
+JSON {"args", "env", "cwd", "umask", "rlimits", "fds", "new_session", "limits"} with the descriptors named by "fds" attached;
+the server answers {"pid": N} once the child is forked, and {"status": S} (its wait status) once it has ended. The server ends when its stdin, a pipe from the test worker, does (the worker
 has ended); children still running are left to run, as subprocesses of an ended worker would be.
 """
 
@@ -23,6 +23,7 @@ import gc
 import io
 import json
 import os
+import resource
 import selectors
 import socket
 import sys
@@ -99,9 +100,9 @@ def serve(path: str) -> tuple[dict, list[int]]:
                 pid, conn = exits.pop(key.fd)
                 sel.unregister(key.fd)
                 os.close(key.fd)
-                _, status, usage = os.wait4(pid, 0)
+                _, status = os.waitpid(pid, 0)
                 try:
-                    conn.send(json.dumps({"status": status, "cpu": usage.ru_utime + usage.ru_stime}).encode())
+                    conn.send(json.dumps({"status": status}).encode())
                 except OSError:
                     pass
                 del conns[conn.fileno()]
@@ -160,7 +161,6 @@ def limit(limits: dict) -> None:
     (SIGXFSZ ignored: a failed write, not a killed process), an address space, and, as root, no capability that
     passes files' permissions (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER dropped from its bounding set), so a
     directory or file made read-only refuses it for real, as it would any user."""
-    import resource
     import signal
 
     if limits.get("fsize") is not None:
@@ -201,6 +201,10 @@ def become(request: dict, fds: list[int]) -> None:
         import time
 
         time.tzset()
+    for name, (soft, hard) in request["rlimits"].items():  # those the caller set for what it starts
+        which = getattr(resource, name)
+        if resource.getrlimit(which) != (soft, hard):
+            resource.setrlimit(which, (soft, hard))
     limit(request.get("limits") or {})
     streams()
     sys.argv = ["-m", *request["args"]]

@@ -17,6 +17,7 @@ import atexit
 import io
 import json
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -33,7 +34,8 @@ import ffe_fork_server
 SERVER = Path(ffe_fork_server.__file__)
 # What Python, its site module and the coverage collector read once, at start-up: a forked child keeps the server's.
 START_UP = ("PYTHON", "LC_", "LANG", "SUBPROCESS_COVERAGE_DIR", "COVERAGE_", "HOME", "VIRTUAL_ENV")
-cpu_used = 0.0  # CPU seconds of the forked processes ended so far (a profile of the suite's CPU can read it)
+# The resource limits a child inherits from its caller (a test lowers one for the engine it starts).
+RLIMITS = tuple(name for name in dir(resource) if name.startswith("RLIMIT_"))
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,8 @@ class ForkedProcess:
         umask = os.umask(0)
         os.umask(umask)
         request = {"args": [str(a) for a in args[3:]], "env": dict(os.environ) if env is None else env,
-                   "cwd": where, "umask": umask,
+                   "cwd": where, "umask": umask, "rlimits": {name: resource.getrlimit(getattr(resource, name))
+                                                              for name in RLIMITS},
                    "fds": [0, 1, 2, *pass_fds], "new_session": start_new_session,
                    "limits": asdict(preexec_fn) if preexec_fn is not None else None}
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -170,10 +173,7 @@ class ForkedProcess:
     def _ended(self, message: bytes) -> int:
         if not message:
             raise RuntimeError(f"the ffe fork server ended before pid {self.pid} did")
-        ended = json.loads(message)
-        self.returncode = os.waitstatus_to_exitcode(ended["status"])
-        global cpu_used
-        cpu_used += ended["cpu"]
+        self.returncode = os.waitstatus_to_exitcode(json.loads(message)["status"])
         self.sock.close()
         return self.returncode
 

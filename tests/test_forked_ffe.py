@@ -62,6 +62,31 @@ def test_a_forked_engine_is_a_process_of_its_own_that_signals_reach(tmp_path):
     assert killed.wait(timeout=60) == -signal.SIGKILL
 
 
+def test_a_forked_engine_has_the_caller_s_resource_limits(tmp_path):
+    # A test lowers its own limit for the engine it starts to inherit (test_control_limits: a descriptor limit).
+    import resource
+
+    starter_config(tmp_path)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))
+    try:
+        proc = forked_ffe.Popen(ffe_cmd("run", "--headless"), cwd=tmp_path, env=ffe_env(), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        assert isinstance(proc, forked_ffe.ForkedProcess)
+        def open_files() -> list[str]:  # (soft, hard), once the child has made itself the caller's process
+            limits = Path(f"/proc/{proc.pid}/limits").read_text().splitlines()
+            return next(x for x in limits if x.startswith("Max open files")).split()[3:5]
+
+        wait_until(lambda: open_files() == ["128", str(hard)], timeout=10, what=f"128 open files ({open_files()})")
+        assert b"ffe_fork_server" in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+
+
 def test_a_forked_command_has_the_caller_s_environment_umask_pipes_and_limits(tmp_path):
     # What the command reads of its environment and writes with its umask: a config check names the variable's
     # value, an init writes files under the umask.
