@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import os
-import resource
 import shlex
 import shutil
 import signal
@@ -34,17 +33,12 @@ from receiver import Receiver
 def run_limited(cwd: Path, *args: str, fsize: int, timeout: float = 120, **extra: str) -> subprocess.CompletedProcess:
     """`ffe ARGS` with no file allowed to grow past `fsize` bytes (writes past it fail with EFBIG); `extra`: more
     environment."""
-
-    def limit() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
-        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-
     starter_config(cwd)
     # Not measured by coverage: its own data file could not be written past the limit either, and its error
     # would be taken for the engine's.
     env = {k: v for k, v in ffe_env(**extra).items() if not k.startswith("COVERAGE_")}
     return subprocess.run(ffe_cmd(*args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, preexec_fn=limit)
+                          stdin=subprocess.DEVNULL, preexec_fn=forked_ffe.Limits(fsize=fsize))
 
 
 def run_on_a_small_disk(cwd: Path, *args: str, size: str, timeout: float = 180, starts: int = 1,
