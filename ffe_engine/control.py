@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -108,27 +109,39 @@ def socket_lock_path(path: Path) -> Path:
 # client finding no socket there while that engine runs knows it was removed and is being made again, not that the
 # engine is still starting.
 SERVING = b"serving\n"
+# What it holds once that engine has stopped serving (its socket removed as it stops): a client finding no socket
+# then knows the engine is stopping, and neither waits for the socket nor takes it for one starting.
+STOPPED = b"stopped\n"
 
 
-def _mark_serving(fd: int) -> None:
+def _mark(fd: int, word: bytes) -> None:
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, SERVING, 0)
+        os.pwrite(fd, word, 0)
     except OSError:  # a full disk: a client then takes a removed socket for a start, as before
         pass
 
 
-def _may_have_served(path: Path) -> bool:
-    """Whether the engine holding the data directory may have served on `path`: its lock file says it did, or is
-    gone (removed with the socket by a cleaner: the engine makes both again). One the lock file names as not serving
-    yet is starting."""
+def _mark_serving(fd: int) -> None:
+    _mark(fd, SERVING)
+
+
+def _lock_says(path: Path) -> bytes | None:
+    """What `path`'s lock file says (SERVING, STOPPED, or b"" for an engine not serving yet); None when it is gone
+    (removed with the socket by a cleaner: the engine makes both again)."""
     try:
         with open(socket_lock_path(path), "rb") as f:
-            return f.read(len(SERVING)) == SERVING
+            return f.read(max(len(SERVING), len(STOPPED)))
     except FileNotFoundError:
-        return True
+        return None
     except OSError:
-        return False
+        return b""
+
+
+def _may_have_served(path: Path) -> bool:
+    """Whether the engine holding the data directory may serve on `path` again: its lock file says it served, or is
+    gone. One the lock file names as not serving yet is starting; one it names as stopped is stopping."""
+    return _lock_says(path) in (SERVING, None)
 
 
 async def claim(path: Path) -> int:
@@ -411,6 +424,8 @@ class ControlServer:
         for writer in list(self._writers):
             if not writer.transport.is_closing():
                 writer.transport.abort()
+        if self._lock_fd is not None:
+            _mark(self._lock_fd, STOPPED)  # before the socket goes: a client finding it gone is told at once
         if _same_file(self.path, self._bound):
             # Only the socket this engine bound: if the path is now another engine's, it stays.
             try:
@@ -750,6 +765,14 @@ def no_engine(socket: Path, data_dir: Path, why: str = "") -> str:
         return (f"the engine on {data_dir} (pid {pid}) runs, but {socket} is not its control socket ({other} is "
                 f"there): remove {socket} and the engine makes its socket again within seconds; `kill -USR1 {pid}` "
                 "halts it now")
+    said = _lock_says(socket)
+    if said == STOPPED:
+        return (f"the engine on {data_dir} (pid {pid}) is stopping: it has closed {socket} and takes no commands "
+                "any more, nor a kill switch by signal: its stop ends it in order")
+    if said in (SERVING, None):  # removed under it, and not made again by the time the client gave up
+        return (f"the engine on {data_dir} (pid {pid}) runs, but its control socket {socket} was removed and it has "
+                f"not made it again (it does within seconds of running: stopped, or starved of CPU?); "
+                f"{halt_by_signal(data_dir, pid)}")
     return (f"the engine on {data_dir} (pid {pid}) is starting: it answers on {socket} once started (a live "
             f"start waits for its exchange); `kill -USR1 {pid}` halts it now, before it trades")
 
@@ -815,19 +838,24 @@ async def request(path: Path, cmd: str, args: dict[str, Any] | None = None, time
     if instance is not None:
         message["instance"] = instance
 
+    waiting_for_path = False
+
     async def connected() -> socket.socket:
-        # A socket removed under a running engine is made again within KEEP_PATH_S (ControlServer._keep_path): a
-        # command sent meanwhile (the kill switch above all) waits for it, while the engine that served on it holds
-        # the data directory, rather than taking that engine for gone or still starting. One still starting has
-        # not served yet: it is said at once.
-        until = asyncio.get_running_loop().time() + KEEP_PATH_S + 1.0
+        # A socket removed under a running engine is made again within KEEP_PATH_S of the engine's running
+        # (ControlServer._keep_path): a command sent meanwhile (the kill switch above all) waits for it, while the
+        # engine that served on it holds the data directory, rather than taking that engine for gone or still
+        # starting; for as long as the command's timeout, as an engine slow to answer is waited for (one starved of
+        # CPU gets to its socket late). One still starting has not served yet: it is said at once.
+        nonlocal waiting_for_path
         while True:
             try:
-                return await connect(path)
+                sock = await connect(path)
+                waiting_for_path = False
+                return sock
             except FileNotFoundError:
-                if data_dir is None or asyncio.get_running_loop().time() >= until or not _may_have_served(path) \
-                        or starting_engine(data_dir) is None:
+                if data_dir is None or not _may_have_served(path) or starting_engine(data_dir) is None:
                     raise
+                waiting_for_path = True
                 await asyncio.sleep(0.1)
 
     async def exchange() -> dict[str, Any]:
@@ -845,7 +873,12 @@ async def request(path: Path, cmd: str, args: dict[str, Any] | None = None, time
             raise ValueError(f"not an answer: {line[:80]!r}")
         return answer
 
-    return await asyncio.wait_for(exchange(), timeout)
+    try:
+        return await asyncio.wait_for(exchange(), timeout)
+    except TimeoutError:
+        if waiting_for_path:  # never sent: no socket to send it on (no_engine says why)
+            raise FileNotFoundError(errno.ENOENT, "no control socket", str(path)) from None
+        raise
 
 
 async def command_or_probe(path: Path, cmd: str, args: dict[str, Any], timeout: float,

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import subprocess
 
-from conftest import db_rows, ffe_env, run_ffe, wait_until
+import forked_ffe
+from conftest import db_rows, ffe_cmd, ffe_env, run_ffe, wait_until
 
 
 def test_a_removed_control_socket_is_made_again_and_answers(tmp_path, spawn_ffe):
@@ -82,6 +84,32 @@ def test_a_socket_whose_directory_was_removed_is_made_again_with_it(tmp_path, sp
     assert engine.wait(60) == 0, engine.stderr[-3000:]
 
 
+def test_a_kill_switch_waits_for_a_socket_made_again_by_an_engine_slow_to_get_to_it(tmp_path, spawn_ffe):
+    """The socket removed while the engine gets no CPU for seconds (a loaded host, a swapping one; here frozen, then
+    thawed): `ffe ctl halt` waits, within its own timeout, for the engine to make the socket again and halts it; it
+    does not give up after the few seconds a quick engine takes, as if that engine were still starting."""
+    engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
+    wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
+    sock = tmp_path / "data" / "ffe.sock"
+    engine.send(signal.SIGSTOP)
+    try:
+        sock.unlink()
+        halt = forked_ffe.Popen(ffe_cmd("ctl", "halt", "--timeout", "30"), cwd=tmp_path, env=ffe_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                stdin=subprocess.DEVNULL)
+        try:
+            halt.wait(5)  # longer than the engine takes to make the socket again when it runs
+        except subprocess.TimeoutExpired:
+            pass
+    finally:
+        engine.send(signal.SIGCONT)
+    said, _ = halt.communicate(timeout=60)
+    assert halt.returncode == 0 and "is starting" not in said, said
+    assert db_rows(tmp_path / "data" / "ffe.db", "SELECT state FROM engine_state") == [("HALTED",)]
+    engine.send(signal.SIGTERM)
+    assert engine.wait(60) == 0, engine.stderr[-3000:]
+
+
 def test_health_of_an_engine_stopped_with_sigstop_names_it_and_how_to_halt_it(tmp_path, spawn_ffe):
     """SIGSTOP (a debugger, a `kill -STOP` by mistake): the engine takes the connection and never answers. `ffe ctl
     health` says DOWN (exit 2), naming the engine's pid and how to halt it, as every `ffe ctl` does."""
@@ -133,3 +161,61 @@ async def test_a_lock_file_made_again_says_its_engine_served_from_the_moment_it_
         monkeypatch.undo()
         assert lock.read_bytes() == control.SERVING
         assert b"" not in seen, seen
+
+
+async def test_a_command_sent_to_an_engine_that_is_stopping_is_refused_at_once_saying_so(tmp_path, spawn_ffe):
+    """An engine stopping in order has closed its socket, and holds its data directory until its stop has ended
+    (here its stop alert waits on a webhook that does not answer, and the engine is then frozen). `ffe ctl halt`
+    sent meanwhile is neither kept waiting for a socket the engine will not make again nor told the engine is
+    starting: it exits 1 at once saying the engine is stopping."""
+    from receiver import Receiver
+
+    held = asyncio.Event()  # the webhook answers nothing until the end
+    hook = await Receiver(hold=held).start()
+    try:
+        engine = spawn_ffe(tmp_path, "run", "--headless",
+                           env=ffe_env(FFE_MARKET__SPEED="20", FFE_ALERTS__WEBHOOK_URL=hook.url + "/hook"))
+        await asyncio.to_thread(wait_until, lambda: "control socket ready" in engine.stderr, 60, 0.05,
+                                "the engine answering")
+        lock = tmp_path / "data" / "ffe.sock.lock"
+        engine.send(signal.SIGTERM)
+        await asyncio.to_thread(wait_until, lambda: lock.read_bytes() == b"stopped\n", 60, 0.01,
+                                "the socket closed by the stop")
+        engine.send(signal.SIGSTOP)
+        try:
+            assert not (tmp_path / "data" / "ffe.sock").exists()
+            # Bounded well below the command's own timeout: waiting for the socket would outlast it.
+            halt = await asyncio.to_thread(run_ffe, tmp_path, "ctl", "halt", "--timeout", "120", timeout=60)
+        finally:
+            engine.send(signal.SIGCONT)
+        assert halt.returncode == 1, halt.stdout + halt.stderr
+        pid = engine.proc.pid
+        assert f"the engine on data (pid {pid}) is stopping" in halt.stderr and "is starting" not in halt.stderr, \
+            halt.stderr
+        assert await asyncio.to_thread(engine.wait, 60) == 0, engine.stderr[-3000:]
+    finally:
+        held.set()
+        await hook.stop()
+
+
+def test_a_kill_switch_whose_socket_is_not_made_again_in_its_time_says_so_and_how_to_halt(tmp_path, spawn_ffe):
+    """The socket removed under an engine frozen for longer than `ffe ctl halt` waits: the halt was never sent, and
+    the line says why (the socket gone, not made again: stopped or starved) and how to halt the engine all the same,
+    not that it is starting, nor that the halt may still apply."""
+    engine = spawn_ffe(tmp_path, "run", "--headless", env=ffe_env(FFE_MARKET__SPEED="20"))
+    wait_until(lambda: "control socket ready" in engine.stderr, timeout=60, what="the engine answering")
+    engine.send(signal.SIGSTOP)
+    try:
+        (tmp_path / "data" / "ffe.sock").unlink()
+        halt = run_ffe(tmp_path, "ctl", "halt", "--timeout", "1")
+    finally:
+        engine.send(signal.SIGCONT)
+    pid = engine.proc.pid
+    assert halt.returncode == 1, halt.stdout + halt.stderr
+    assert (f"the engine on data (pid {pid}) runs, but its control socket data/ffe.sock was removed and it has not "
+            "made it again" in halt.stderr and f"`kill -USR1 {pid}` halts it" in halt.stderr), halt.stderr
+    assert "may still apply" not in halt.stderr and "is starting" not in halt.stderr, halt.stderr
+    wait_until(lambda: "control socket was removed: made again" in engine.stderr, timeout=60, what="the socket back")
+    assert db_rows(tmp_path / "data" / "ffe.db", "SELECT state FROM engine_state") == [("RUNNING",)]
+    engine.send(signal.SIGTERM)
+    assert engine.wait(60) == 0, engine.stderr[-3000:]
