@@ -19,7 +19,8 @@ The invariants, checked after every round (the engine dead) and at the end (afte
 order, reconciled and stopped in order):
 (a) the books are the venue's: every fill the journal holds is of an order the exchange placed, never more fills
     than its trades, and an order the journal has closed holds exactly the exchange's trades for it (as much, for as
-    much, the same commissions but those in BNB; each trade where there is a fill per trade); at the end the
+    much, the same commissions but those in BNB; each trade where there is a fill per trade; one the journal ended on
+    its cancel's answer and still looks up, which may fill after it, by the end: never more meanwhile); at the end the
     positions, the cash and the fills in the database (and what `trades` and `balances` report before the stop)
     equal the fake's balances and trades;
 (b) the audit trail holds every committed event byte for byte, and every fill its `fill` event (the doctor's
@@ -191,8 +192,8 @@ class Books:
                 f"{tag(counts)} {when}: order {cid} filled {sum(q for q, *_ in got):g} in the journal, "
                 f"{o.filled:g} at the exchange")
         # Orders ended on a cancel's answer, still looked up by id (a cancel answered done may not be, and the order
-        # fill after it): what the exchange shows them filled beyond the journal is booked by the next look, after a
-        # restart too (order-path.md, "ended, then shown by the venue"); the fills above are never more.
+        # may fill after it): what the exchange shows them filled beyond the journal is booked by the next look, after
+        # a restart too (order-path.md, "ended, then shown by the venue"); the fills above are never more.
         kept = rows(self.db, "SELECT value FROM kv WHERE key = 'orders_ended_unseen'")
         watched = set(json.loads(kept[0][0]) or {}) if kept and kept[0][0] else set()
         for cid, o in venue.items():
@@ -226,7 +227,8 @@ class Books:
         orphans = rows(self.db, "SELECT o.client_order_id, o.reason FROM orders o WHERE o.decision_id IS NOT NULL "
                                 "AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.decision_id = o.decision_id)")
         assert not orphans, f"{tag(counts)} {when}: orders without the decision they were made of: {orphans}"
-        counts["orders of decisions"] += rows(self.db, "SELECT count(*) FROM orders WHERE decision_id IS NOT NULL")[0][0]
+        made = rows(self.db, "SELECT count(*) FROM orders WHERE decision_id IS NOT NULL")
+        counts["orders of decisions"] += made[0][0]
 
     def settled(self, fx: FakeBinance, counts: Counter, trades: dict, balances: dict) -> None:
         """(a) at the end: positions, cash and what the engine reported are the fake account's."""
