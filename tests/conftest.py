@@ -123,17 +123,18 @@ def run_ffe(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: f
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def run_bounded(cwd: Path, *args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.CompletedProcess:
-    """`ffe ARGS` with its memory bounded (3 GB of address space) and its time (30 s): a command that reads a
+def run_bounded(cwd: Path, *args: str, pass_fds: tuple[int, ...] = (),
+                timeout: float = 30) -> subprocess.CompletedProcess:
+    """`ffe ARGS` with its memory bounded (3 GB of address space) and its time (`timeout`): a command that reads a
     device without end, or waits on a FIFO, fails the test instead of taking the machine's memory or hanging.
     `pass_fds`: descriptors of the test's the command inherits (a pipe it reads as /dev/fd/N)."""
     starter_config(cwd)
     try:
-        return forked_ffe.run(ffe_cmd(*args), cwd=cwd, env=ffe_env(), capture_output=True, text=True, timeout=30,
-                              stdin=subprocess.DEVNULL, preexec_fn=forked_ffe.Limits(address_space=3 << 30),
-                              pass_fds=pass_fds)
+        return forked_ffe.run(ffe_cmd(*args), cwd=cwd, env=ffe_env(), capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL,
+                              preexec_fn=forked_ffe.Limits(address_space=3 << 30), pass_fds=pass_fds)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"ffe {' '.join(args)} still running after 30 s")
+        pytest.fail(f"ffe {' '.join(args)} still running after {timeout:g} s")
 
 
 async def run_ffe_paging(cwd: Path, *args: str) -> tuple[subprocess.CompletedProcess, Any]:

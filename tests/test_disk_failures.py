@@ -25,8 +25,8 @@ import pytest
 
 import forked_ffe
 from conftest import (BTC_CSV, ETH_CSV, assert_strictly_increasing, audit_lines, db_rows, db_value, engine_session,
-                      ffe_cmd, ffe_env, ffe_in_process, make_settings, run_ffe, sample_head, starter_config, wait_until,
-                      without_permission_overrides)
+                      ffe_cmd, ffe_env, ffe_in_process, make_settings, run_bounded, run_ffe, sample_head,
+                      starter_config, wait_until, without_permission_overrides)
 from receiver import Receiver
 
 
@@ -638,15 +638,6 @@ def test_a_directory_where_a_file_of_the_records_goes_stops_the_start_naming_it_
     assert db_value(cwd / "data" / "ffe.db", "SELECT state FROM engine_state") == "RUNNING"
 
 
-def run_bounded(cwd: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    """`ffe ARGS` with its memory bounded (3 GB of address space): a start that reads a device without end fails
-    there instead of taking the machine's memory."""
-
-    starter_config(cwd)
-    return forked_ffe.run(ffe_cmd(*args), cwd=cwd, env=ffe_env(), capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, preexec_fn=forked_ffe.Limits(address_space=3 << 30))
-
-
 @pytest.mark.parametrize("device", ["/dev/null", "/dev/zero"])
 def test_a_device_where_the_audit_trail_goes_stops_the_start_naming_it_with_nothing_written(traded, tmp_path,
                                                                                           device):
@@ -658,7 +649,8 @@ def test_a_device_where_the_audit_trail_goes_stops_the_start_naming_it_with_noth
     trail.unlink()
     trail.symlink_to(device)
     records = {str(p): p.read_bytes() for d in ("data", "logs") for p in sorted((cwd / d).rglob("*")) if p.is_file()}
-    proc = run_bounded(cwd, "run", "--headless", "--max-bars", "3")
+    # Bounded: a start that read the device without end would fail here instead of taking the machine's memory.
+    proc = run_bounded(cwd, "run", "--headless", "--max-bars", "3", timeout=60)
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
     assert proc.stderr.splitlines() == [f"ffe: error: {Path('logs') / 'audit.jsonl'}: is a character device (a link "
                                         f"to {device}), not a file; it was left as it is: move it away, then start "
