@@ -399,7 +399,7 @@ async def test_ffe_ctl_talks_to_the_console(tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         await running(pilot)
         proc = await forked_ffe.create_subprocess_exec(*ffe_cmd("ctl", "pause"), cwd=tmp_path, env=ffe_env(),
-                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                                                       stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 0 and out.decode().splitlines()[0] == "PAUSED", (out, err)
         await until(pilot, lambda: "PAUSED" in status_text(app) and "ffe ctl pause" in status_text(app),
